@@ -1,0 +1,171 @@
+//! The tensor operations the models need, as a trait every backend implements.
+//!
+//! Design constraints (see ARCHITECTURE.md):
+//! - Tensors are opaque handles: data may live on a GPU, so the only way back to the host is the
+//!   async [`Backend::read_f32`]. The CPU backend returns a ready future; native callers block on
+//!   it with `pollster`, the browser awaits it.
+//! - Everything else is synchronous *enqueue*: a GPU backend may record ops and run them later.
+//! - Composite ops (attention, RoPE, repeat-kv) have default bodies built from primitives, so a
+//!   new backend is correct as soon as the primitives are; fast backends override them with fused
+//!   kernels and are tested against these defaults.
+//! - Every op returns `Result`: shape errors and device failures are values, not panics.
+
+pub mod cpu;
+
+use std::future::Future;
+
+use crate::error::Result;
+
+/// A host-side f32 tensor: the interchange format between loaders and backends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostTensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+impl HostTensor {
+    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Result<Self> {
+        let n: usize = shape.iter().product();
+        if n != data.len() {
+            return Err(crate::Error::Invalid(format!(
+                "host tensor of shape {shape:?} needs {n} values, got {}",
+                data.len()
+            )));
+        }
+        Ok(Self { shape, data })
+    }
+}
+
+pub trait Backend: Clone + std::fmt::Debug {
+    type Tensor: Clone + std::fmt::Debug;
+
+    /// Short name for errors and reports ("cpu", "wgpu").
+    fn name(&self) -> &'static str;
+
+    fn from_host(&self, t: &HostTensor) -> Result<Self::Tensor>;
+    /// Token ids; backends may store them as u32 or i64 as their gather op needs.
+    fn from_ids(&self, ids: &[u32], shape: &[usize]) -> Result<Self::Tensor>;
+    fn shape(&self, t: &Self::Tensor) -> Vec<usize>;
+
+    /// Copy a tensor back to the host. Async because a GPU readback is (`mapAsync` on the web).
+    fn read_f32(&self, t: &Self::Tensor) -> impl Future<Output = Result<HostTensor>>;
+
+    // ---- layout ----
+    fn reshape(&self, t: &Self::Tensor, shape: &[usize]) -> Result<Self::Tensor>;
+    /// Reorder dimensions; the result is contiguous.
+    fn permute(&self, t: &Self::Tensor, dims: &[usize]) -> Result<Self::Tensor>;
+    fn narrow(
+        &self,
+        t: &Self::Tensor,
+        dim: usize,
+        start: usize,
+        len: usize,
+    ) -> Result<Self::Tensor>;
+    fn cat(&self, ts: &[&Self::Tensor], dim: usize) -> Result<Self::Tensor>;
+
+    // ---- arithmetic (binary ops broadcast like numpy) ----
+    fn add(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
+    fn sub(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
+    fn mul(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
+    fn scale(&self, a: &Self::Tensor, s: f32) -> Result<Self::Tensor>;
+    /// Batched matmul: `[.., m, k] x [.., k, n] -> [.., m, n]`, leading dims equal.
+    fn matmul(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
+    /// `x [.., in] · wᵀ + bias` with `w [out, in]` (PyTorch's `nn.Linear` layout).
+    fn linear(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        bias: Option<&Self::Tensor>,
+    ) -> Result<Self::Tensor>;
+
+    // ---- normalisation and activations (over the last dim) ----
+    fn rms_norm(&self, x: &Self::Tensor, w: &Self::Tensor, eps: f32) -> Result<Self::Tensor>;
+    fn layer_norm(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        b: &Self::Tensor,
+        eps: f32,
+    ) -> Result<Self::Tensor>;
+    fn softmax_last(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
+    /// GELU with the tanh approximation (`gelu_pytorch_tanh` in HF configs).
+    fn gelu_tanh(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
+    fn silu(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// Rows of `table [vocab, d]` for `ids [..]` -> `[.., d]`.
+    fn embedding(&self, ids: &Self::Tensor, table: &Self::Tensor) -> Result<Self::Tensor>;
+
+    // ---- composites with default bodies ----
+
+    /// Rotary embedding, "rotate half" convention (Llama): `x [b, h, s, d]`, `cos`/`sin [s, d/2]`.
+    fn rope(
+        &self,
+        x: &Self::Tensor,
+        cos: &Self::Tensor,
+        sin: &Self::Tensor,
+    ) -> Result<Self::Tensor> {
+        let shape = self.shape(x);
+        let d = shape.last().copied().unwrap_or(0);
+        let half = d / 2;
+        let last = shape.len().saturating_sub(1);
+        let x1 = self.narrow(x, last, 0, half)?;
+        let x2 = self.narrow(x, last, half, half)?;
+        let r1 = self.sub(&self.mul(&x1, cos)?, &self.mul(&x2, sin)?)?;
+        let r2 = self.add(&self.mul(&x2, cos)?, &self.mul(&x1, sin)?)?;
+        self.cat(&[&r1, &r2], last)
+    }
+
+    /// Repeat each of `kv` heads `n` times: `[b, kv, t, d] -> [b, kv*n, t, d]` (grouped-query attention).
+    fn repeat_kv(&self, x: &Self::Tensor, n: usize) -> Result<Self::Tensor> {
+        if n == 1 {
+            return Ok(x.clone());
+        }
+        let s = self.shape(x);
+        if s.len() != 4 {
+            return Err(crate::Error::Backend {
+                backend: self.name(),
+                op: "repeat_kv",
+                msg: format!("expected rank 4, got {s:?}"),
+            });
+        }
+        let x5 = self.reshape(x, &[s[0], s[1], 1, s[2], s[3]])?;
+        let reps: Vec<&Self::Tensor> = std::iter::repeat_n(&x5, n).collect();
+        let r = self.cat(&reps, 2)?;
+        self.reshape(&r, &[s[0], s[1] * n, s[2], s[3]])
+    }
+
+    /// Scaled dot-product attention. `q [b, h, s, d]`, `k`/`v [b, h, t, d]`; `mask` is added to
+    /// the scores (`[s, t]`, 0 or -inf) when given.
+    fn attention(
+        &self,
+        q: &Self::Tensor,
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+        mask: Option<&Self::Tensor>,
+        scale: f32,
+    ) -> Result<Self::Tensor> {
+        let kt = self.permute(k, &[0, 1, 3, 2])?;
+        let mut scores = self.scale(&self.matmul(q, &kt)?, scale)?;
+        if let Some(m) = mask {
+            scores = self.add(&scores, m)?;
+        }
+        let p = self.softmax_last(&scores)?;
+        self.matmul(&p, v)
+    }
+}
+
+/// Causal mask for `s` new positions after `past` cached ones: `[s, past + s]`, 0 where a query
+/// may look, -inf where it may not.
+pub fn causal_mask(s: usize, past: usize) -> HostTensor {
+    let t = past + s;
+    let mut data = vec![0f32; s * t];
+    for i in 0..s {
+        for j in (past + i + 1)..t {
+            data[i * t + j] = f32::NEG_INFINITY;
+        }
+    }
+    HostTensor {
+        shape: vec![s, t],
+        data,
+    }
+}

@@ -1,0 +1,71 @@
+//! Command-line interface (native only): `train`, `ask`, `eval`.
+
+mod ask;
+mod dataset;
+mod eval;
+mod train;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::backend::cpu::CpuBackend;
+use crate::error::Result;
+use crate::model::generate::Vqa;
+
+pub const DEFAULT_MODEL_DIR: &str = "models/default";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "relvqa",
+    version,
+    about = "Reliable VQA with quantized multimodal LLMs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Train the default model on the shapes dataset and write a model directory.
+    Train(train::TrainArgs),
+    /// Answer a question about an image.
+    Ask(ask::AskArgs),
+    /// Accuracy on a split of the shapes dataset, overall and per question family.
+    Eval(eval::EvalArgs),
+    /// Write samples of a shapes split as PNG + questions.jsonl.
+    Dataset(dataset::DatasetArgs),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Train(a) => train::run(a),
+        Cmd::Ask(a) => ask::run(a),
+        Cmd::Eval(a) => eval::run(a),
+        Cmd::Dataset(a) => dataset::run(a),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Model directory argument shared by the commands.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArg {
+    /// Model directory (Hugging Face layout: config.json, tokenizer.json, model.safetensors).
+    #[arg(long, default_value = DEFAULT_MODEL_DIR)]
+    pub model: PathBuf,
+}
+
+impl ModelArg {
+    pub fn load(&self) -> Result<Vqa<CpuBackend>> {
+        crate::model::loader::load_dir(CpuBackend::new(), &self.model)
+    }
+}

@@ -1,0 +1,94 @@
+//! One error type per layer, each variant carrying the context a user needs to act on it.
+//!
+//! Library code never panics on input: every failure that a file, an image, a question or a
+//! stream can cause is one of these variants. The wasm boundary converts them to `JsError`.
+
+use thiserror::Error;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    /// A tensor operation failed inside a backend (shape mismatch in an op, device failure).
+    #[error("backend `{backend}` failed in op `{op}`: {msg}")]
+    Backend {
+        backend: &'static str,
+        op: &'static str,
+        msg: String,
+    },
+
+    /// The model directory or package is unusable as a whole.
+    #[error("model at `{path}`: {msg}")]
+    Model { path: String, msg: String },
+
+    /// `config.json` parsed but describes something we cannot run.
+    #[error("config: {0}")]
+    Config(String),
+
+    /// A weight file is corrupt, truncated or not safetensors.
+    #[error("weights `{file}` are unreadable: {msg}. Re-download or re-export the file.")]
+    WeightsFile { file: String, msg: String },
+
+    /// A tensor the config needs is absent.
+    #[error("weights have no tensor `{name}` (needed by the config); is this checkpoint for a different architecture?")]
+    MissingTensor { name: String },
+
+    /// A tensor exists but its shape disagrees with the config.
+    #[error("tensor `{name}` has shape {found:?} but the config needs {expected:?}")]
+    TensorShape {
+        name: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+
+    /// A tensor exists but is not a floating-point tensor we can convert.
+    #[error("tensor `{name}` has dtype {dtype}; expected F16, BF16 or F32")]
+    TensorDtype { name: String, dtype: String },
+
+    /// The bytes given as an image are not a decodable image, or are too large to accept.
+    #[error("image: {0}")]
+    Image(String),
+
+    /// The question cannot be asked (empty, too long for the context).
+    #[error("question: {0}")]
+    Question(String),
+
+    /// Tokenizer file missing, malformed, or lacking a required special token.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+
+    /// Training setup or numerical failure (NaN loss and friends).
+    #[error("training: {0}")]
+    Train(String),
+
+    /// A file system operation failed; `path` says which file.
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Invalid argument to a public API (bad split name, bad option value).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    pub fn io(path: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+impl From<candle_core::Error> for Error {
+    fn from(e: candle_core::Error) -> Self {
+        Error::Backend {
+            backend: "cpu",
+            op: "candle",
+            msg: e.to_string(),
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Accuracy of a model on a split of the shapes dataset, overall and per question family.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::shapes::{self, Split};
+use crate::backend::Backend;
+use crate::error::Result;
+use crate::model::generate::Vqa;
+use crate::model::image::image_to_pixels;
+
+/// The standard VQA answer normalisation, reduced to what single-word answers need: lower case,
+/// punctuation stripped, articles dropped, number words mapped to digits.
+pub fn normalize_answer(a: &str) -> String {
+    let lower = a.to_lowercase();
+    let cleaned: String = lower
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || c.is_whitespace() {
+                c
+            } else {
+                ' '
+            }
+        })
+        .collect();
+    let words: Vec<&str> = cleaned
+        .split_whitespace()
+        .filter(|w| !matches!(*w, "a" | "an" | "the"))
+        .map(|w| match w {
+            "none" | "zero" => "0",
+            "one" => "1",
+            "two" => "2",
+            "three" => "3",
+            "four" => "4",
+            "five" => "5",
+            "six" => "6",
+            "seven" => "7",
+            "eight" => "8",
+            "nine" => "9",
+            "ten" => "10",
+            other => other,
+        })
+        .collect();
+    words.join(" ")
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Prediction {
+    pub index: u64,
+    pub family: shapes::Family,
+    pub question: String,
+    pub answer: String,
+    pub prediction: String,
+    pub correct: bool,
+    pub maxprob: f32,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct FamilyScore {
+    pub n: usize,
+    pub correct: usize,
+    pub accuracy: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvalReport {
+    pub split: String,
+    pub n: usize,
+    pub accuracy: f64,
+    pub per_family: BTreeMap<String, FamilyScore>,
+    pub predictions: Vec<Prediction>,
+}
+
+pub fn summarize(split: Split, predictions: Vec<Prediction>) -> EvalReport {
+    let mut per_family: BTreeMap<String, FamilyScore> = BTreeMap::new();
+    for p in &predictions {
+        let e = per_family.entry(p.family.name().to_string()).or_default();
+        e.n += 1;
+        e.correct += p.correct as usize;
+    }
+    for s in per_family.values_mut() {
+        s.accuracy = s.correct as f64 / s.n.max(1) as f64;
+    }
+    let correct = predictions.iter().filter(|p| p.correct).count();
+    EvalReport {
+        split: split.name().into(),
+        n: predictions.len(),
+        accuracy: correct as f64 / predictions.len().max(1) as f64,
+        per_family,
+        predictions,
+    }
+}
+
+/// Greedy-answer the first `limit` samples of `split`; `progress(done)` is called after each.
+pub async fn evaluate<B: Backend>(
+    vqa: &Vqa<B>,
+    split: Split,
+    limit: usize,
+    mut progress: impl FnMut(usize),
+) -> Result<EvalReport> {
+    let side = vqa.model.cfg.vision_config.image_size;
+    let mut preds = Vec::with_capacity(limit);
+    for i in 0..limit as u64 {
+        let s = shapes::sample(split, i);
+        let px = image_to_pixels(&s.image, side)?;
+        let g = vqa.answer(&px, &s.question.text).await?;
+        let correct = normalize_answer(&g.text) == normalize_answer(&s.question.answer);
+        preds.push(Prediction {
+            index: i,
+            family: s.question.family,
+            question: s.question.text,
+            answer: s.question.answer,
+            prediction: g.text.clone(),
+            correct,
+            maxprob: g.maxprob(),
+        });
+        progress(preds.len());
+    }
+    Ok(summarize(split, preds))
+}

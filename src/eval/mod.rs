@@ -1,0 +1,4 @@
+//! Datasets and evaluation.
+
+pub mod accuracy;
+pub mod shapes;

@@ -1,0 +1,13 @@
+//! relvqa: reliable visual question answering with quantized multimodal LLMs, natively and in
+//! the browser. See ARCHITECTURE.md for the data flow and where each part lives.
+
+pub mod backend;
+#[cfg(all(feature = "cli", not(target_arch = "wasm32")))]
+pub mod cli;
+pub mod error;
+pub mod eval;
+pub mod model;
+#[cfg(all(feature = "cli", not(target_arch = "wasm32")))]
+pub mod train;
+
+pub use error::{Error, Result};

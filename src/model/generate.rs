@@ -1,0 +1,177 @@
+//! Greedy generation with a KV cache, returning what the reliability layer needs besides the
+//! answer: each token's probability and the hidden states the Selector is trained on.
+
+use crate::backend::{Backend, HostTensor};
+use crate::error::{Error, Result};
+use crate::model::idefics3::Idefics3;
+use crate::model::prompt::{build_prompt, Prompt};
+use crate::model::tokenizer::VqaTokenizer;
+
+/// Detached hidden-state features of one answer (final-norm outputs of the text model).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AnswerFeatures {
+    /// Mean over the image-token positions of the prompt.
+    pub image_pooled: Vec<f32>,
+    /// Mean over the question's own tokens.
+    pub question_pooled: Vec<f32>,
+    /// State at the last answer token (the one that predicted the end of the answer).
+    pub answer_last: Vec<f32>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Generation {
+    pub text: String,
+    /// Answer tokens, without the terminating `<end_of_utterance>`.
+    pub tokens: Vec<u32>,
+    /// Probability of each answer token under the model when it was chosen.
+    pub token_probs: Vec<f32>,
+    /// Probability of the terminator, if one was produced.
+    pub end_prob: Option<f32>,
+    /// Entropy (nats) of the next-token distribution at each answer step.
+    pub token_entropies: Vec<f32>,
+    pub features: AnswerFeatures,
+    pub prompt_len: usize,
+}
+
+impl Generation {
+    /// MaxProb: the probability of the answer, the product of its token probabilities.
+    pub fn maxprob(&self) -> f32 {
+        self.token_probs.iter().product()
+    }
+}
+
+/// A model ready to answer: backend, weights, tokenizer.
+#[derive(Debug, Clone)]
+pub struct Vqa<B: Backend> {
+    pub backend: B,
+    pub model: Idefics3<B>,
+    pub tokenizer: VqaTokenizer,
+    pub max_new_tokens: usize,
+}
+
+/// Softmax of one logit row on the host: (argmax, its probability, entropy).
+pub fn pick_greedy(logits: &[f32]) -> Option<(u32, f32, f32)> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if !max.is_finite() {
+        return None;
+    }
+    let exps: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    let (mut best, mut best_p) = (0usize, -1f32);
+    let mut entropy = 0f32;
+    for (i, e) in exps.iter().enumerate() {
+        let p = e / sum;
+        if p > best_p {
+            best = i;
+            best_p = p;
+        }
+        if p > 0.0 {
+            entropy -= p * p.ln();
+        }
+    }
+    Some((best as u32, best_p, entropy))
+}
+
+fn mean_rows(h: &HostTensor, rows: std::ops::Range<usize>) -> Vec<f32> {
+    let d = h.shape.last().copied().unwrap_or(0);
+    let mut out = vec![0f32; d];
+    let n = rows.len().max(1) as f32;
+    for r in rows {
+        for (o, v) in out.iter_mut().zip(&h.data[r * d..(r + 1) * d]) {
+            *o += v / n;
+        }
+    }
+    out
+}
+
+fn row(h: &HostTensor, r: usize) -> Vec<f32> {
+    let d = h.shape.last().copied().unwrap_or(0);
+    h.data[r * d..(r + 1) * d].to_vec()
+}
+
+impl<B: Backend> Vqa<B> {
+    pub fn new(backend: B, model: Idefics3<B>, tokenizer: VqaTokenizer) -> Self {
+        Self {
+            backend,
+            model,
+            tokenizer,
+            max_new_tokens: 8,
+        }
+    }
+
+    /// The prompt for `question`, refusing questions that leave no room for an answer.
+    pub fn prompt(&self, question: &str) -> Result<Prompt> {
+        let ctx = self.model.cfg.text_config.max_position_embeddings;
+        let budget = ctx.saturating_sub(self.max_new_tokens + 1);
+        build_prompt(
+            &self.tokenizer,
+            self.model.cfg.image_seq_len(),
+            question,
+            budget,
+        )
+    }
+
+    /// Answer `question` about `pixels [1, 3, s, s]` (see [`crate::model::image::image_to_pixels`]).
+    pub async fn answer(&self, pixels: &HostTensor, question: &str) -> Result<Generation> {
+        let prompt = self.prompt(question)?;
+        self.answer_prompt(pixels, &prompt).await
+    }
+
+    pub async fn answer_prompt(&self, pixels: &HostTensor, prompt: &Prompt) -> Result<Generation> {
+        let b = &self.backend;
+        let m = &self.model;
+        let eou = self.tokenizer.special.end_of_utterance;
+        let px = b.from_host(pixels)?;
+        let mut cache = m.new_cache();
+        let hidden = m.forward_hidden(b, &prompt.ids, 1, Some(&px), Some(&mut cache))?;
+        let s = prompt.ids.len();
+        let d = m.cfg.text_config.hidden_size;
+        let host = b.read_f32(&hidden).await?;
+        let host = HostTensor {
+            shape: vec![s, d],
+            data: host.data,
+        };
+        let image_pooled = mean_rows(&host, prompt.image.clone());
+        let question_pooled = mean_rows(&host, prompt.question.clone());
+        let mut last_state = row(&host, s - 1);
+        let mut last_hidden = b.narrow(&hidden, 1, s - 1, 1)?;
+
+        let (mut tokens, mut probs, mut ents) = (Vec::new(), Vec::new(), Vec::new());
+        let mut end_prob = None;
+        for step in 0..=self.max_new_tokens {
+            let logits = b.read_f32(&m.logits(b, &last_hidden)?).await?;
+            let (tok, p, ent) = pick_greedy(&logits.data).ok_or_else(|| Error::Backend {
+                backend: b.name(),
+                op: "generate",
+                msg: "non-finite logits".into(),
+            })?;
+            if tok == eou {
+                end_prob = Some(p);
+                break;
+            }
+            if step == self.max_new_tokens {
+                break;
+            }
+            tokens.push(tok);
+            probs.push(p);
+            ents.push(ent);
+            let h = m.forward_hidden(b, &[tok], 1, None, Some(&mut cache))?;
+            last_state = b.read_f32(&h).await?.data;
+            last_hidden = h;
+        }
+        let text = self.tokenizer.decode(&tokens)?;
+        Ok(Generation {
+            text,
+            tokens,
+            token_probs: probs,
+            end_prob,
+            token_entropies: ents,
+            features: AnswerFeatures {
+                image_pooled,
+                question_pooled,
+                answer_last: last_state,
+            },
+            prompt_len: s,
+        })
+    }
+}

@@ -1,0 +1,64 @@
+//! Loading a model directory in the Hugging Face layout: `config.json`, `tokenizer.json`,
+//! `model.safetensors`. The byte-level entry point works everywhere (wasm included); the path
+//! entry point is native only.
+
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::model::generate::Vqa;
+use crate::model::idefics3::{Idefics3, Idefics3Config};
+use crate::model::params::SafetensorsParams;
+use crate::model::tokenizer::VqaTokenizer;
+
+pub const CONFIG_FILE: &str = "config.json";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+
+/// Build a ready-to-ask model from the three files' bytes.
+pub fn load_from_bytes<B: Backend>(
+    backend: B,
+    config: &[u8],
+    tokenizer: &[u8],
+    weights: &[u8],
+) -> Result<Vqa<B>> {
+    let text = std::str::from_utf8(config)
+        .map_err(|_| Error::Config("config.json is not UTF-8".into()))?;
+    let cfg = Idefics3Config::from_json(text)?;
+    let tok = VqaTokenizer::from_bytes(tokenizer)?;
+    if tok.vocab_size() > cfg.text_config.vocab_size {
+        return Err(Error::Tokenizer(format!(
+            "tokenizer has {} tokens but the model's vocab_size is {}",
+            tok.vocab_size(),
+            cfg.text_config.vocab_size
+        )));
+    }
+    if tok.special.image != cfg.image_token_id {
+        return Err(Error::Tokenizer(format!(
+            "tokenizer's <image> id {} differs from config image_token_id {}",
+            tok.special.image, cfg.image_token_id
+        )));
+    }
+    let mut params = SafetensorsParams::new(backend.clone(), WEIGHTS_FILE, weights)?;
+    let model = Idefics3::load(&mut params, &cfg)?;
+    Ok(Vqa::new(backend, model, tok))
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub fn load_dir<B: Backend>(backend: B, dir: &std::path::Path) -> Result<Vqa<B>> {
+    let read = |name: &str| {
+        let p = dir.join(name);
+        std::fs::read(&p).map_err(|e| Error::Model {
+            path: p.display().to_string(),
+            msg: format!("cannot read {name}: {e}"),
+        })
+    };
+    let config = read(CONFIG_FILE)?;
+    let tokenizer = read(TOKENIZER_FILE)?;
+    let weights = read(WEIGHTS_FILE)?;
+    load_from_bytes(backend, &config, &tokenizer, &weights).map_err(|e| match e {
+        Error::WeightsFile { file, msg } => Error::WeightsFile {
+            file: dir.join(file).display().to_string(),
+            msg,
+        },
+        other => other,
+    })
+}

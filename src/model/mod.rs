@@ -1,0 +1,10 @@
+//! Model definitions, written once against [`crate::backend::Backend`].
+
+pub mod generate;
+pub mod idefics3;
+pub mod image;
+pub mod linear;
+pub mod loader;
+pub mod params;
+pub mod prompt;
+pub mod tokenizer;

@@ -1,0 +1,223 @@
+//! Training the default model with candle autograd, through the same model definition that
+//! serves inference (`Idefics3<CpuBackend>` built from [`params::VarParams`]).
+
+pub mod batch;
+pub mod params;
+pub mod save;
+
+use std::time::Instant;
+
+use candle_core::{DType, Tensor};
+use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
+
+use crate::backend::cpu::CpuBackend;
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::eval::shapes::{self, Split};
+use crate::model::generate::Vqa;
+use crate::model::idefics3::{Idefics3, Idefics3Config, TextConfig, VisionConfig};
+use crate::model::tokenizer::VqaTokenizer;
+
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    pub steps: usize,
+    pub batch: usize,
+    pub lr: f64,
+    pub warmup: usize,
+    pub weight_decay: f64,
+    pub seed: u64,
+    pub eval_every: usize,
+    pub val_samples: usize,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            steps: 4500,
+            batch: 48,
+            lr: 3e-3,
+            warmup: 300,
+            weight_decay: 0.01,
+            seed: 7,
+            eval_every: 250,
+            val_samples: 480,
+        }
+    }
+}
+
+/// The shipped model's architecture: SmolVLM's shape (SigLIP-style ViT, 2x pixel shuffle,
+/// Llama with GQA), scaled down to train on two CPU cores.
+pub fn default_config(tok: &VqaTokenizer) -> Idefics3Config {
+    let vocab = tok.vocab_size();
+    Idefics3Config {
+        architectures: vec!["Idefics3ForConditionalGeneration".into()],
+        model_type: "idefics3".into(),
+        image_token_id: tok.special.image,
+        scale_factor: 2,
+        tie_word_embeddings: false,
+        torch_dtype: Some("float16".into()),
+        vision_config: VisionConfig {
+            model_type: "idefics3_vision".into(),
+            hidden_size: 128,
+            intermediate_size: 256,
+            num_hidden_layers: 3,
+            num_attention_heads: 4,
+            num_channels: 3,
+            image_size: shapes::IMAGE_SIDE as usize,
+            patch_size: 8,
+            hidden_act: "gelu_pytorch_tanh".into(),
+            layer_norm_eps: 1e-6,
+        },
+        text_config: TextConfig {
+            model_type: "llama".into(),
+            vocab_size: vocab,
+            hidden_size: 128,
+            intermediate_size: 320,
+            num_hidden_layers: 4,
+            num_attention_heads: 4,
+            num_key_value_heads: Some(2),
+            head_dim: Some(32),
+            max_position_embeddings: 128,
+            rms_norm_eps: 1e-5,
+            rope_theta: 10000.0,
+            hidden_act: "silu".into(),
+            tie_word_embeddings: false,
+            attention_bias: false,
+            mlp_bias: false,
+            bos_token_id: Some(tok.special.im_start),
+            eos_token_id: Some(tok.special.end_of_utterance),
+            pad_token_id: Some(tok.special.pad),
+        },
+    }
+}
+
+pub fn lr_at(o: &TrainOptions, step: usize) -> f64 {
+    if step < o.warmup {
+        return o.lr * (step + 1) as f64 / o.warmup as f64;
+    }
+    let t = (step - o.warmup) as f64 / (o.steps.saturating_sub(o.warmup)).max(1) as f64;
+    let min = 0.05 * o.lr;
+    min + 0.5 * (o.lr - min) * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
+}
+
+/// What the caller sees after each step and each validation.
+pub enum TrainEvent {
+    Step { step: usize, loss: f32, lr: f64 },
+    Val { step: usize, accuracy: f64 },
+}
+
+pub struct Trained {
+    pub vqa: Vqa<CpuBackend>,
+    pub vars: Vec<(String, candle_core::Var)>,
+    pub val_history: Vec<(usize, f64)>,
+    pub wall_s: f64,
+}
+
+fn supervised_logits(vqa: &Vqa<CpuBackend>, b: &batch::Batch) -> Result<Tensor> {
+    let be = &vqa.backend;
+    let px = be.from_host(&b.pixels)?;
+    let h = vqa
+        .model
+        .forward_hidden(be, &b.ids, b.rows, Some(&px), None)?;
+    let d = vqa.model.cfg.text_config.hidden_size;
+    let h = h.reshape((b.rows * b.seq, d))?;
+    let idx = Tensor::from_slice(&b.positions, b.positions.len(), be.device())?;
+    vqa.model.logits(be, &h.index_select(&idx, 0)?)
+}
+
+/// Single-token answer accuracy by teacher forcing (equal to greedy's first token).
+pub fn val_accuracy(vqa: &Vqa<CpuBackend>, n: usize, batch: usize) -> Result<f64> {
+    let mut correct = 0usize;
+    let mut start = 0u64;
+    while (start as usize) < n {
+        let end = (start as usize + batch).min(n) as u64;
+        let b = batch::make_batch(vqa, Split::Val, start..end, false)?;
+        let pred = supervised_logits(vqa, &b)?.argmax(1)?.to_vec1::<u32>()?;
+        correct += pred.iter().zip(&b.answers).filter(|(p, a)| p == a).count();
+        start = end;
+    }
+    Ok(correct as f64 / n.max(1) as f64)
+}
+
+pub fn train(
+    tok: VqaTokenizer,
+    cfg: Idefics3Config,
+    o: &TrainOptions,
+    mut on_event: impl FnMut(TrainEvent),
+) -> Result<Trained> {
+    let t0 = Instant::now();
+    let mut vp = params::VarParams::new(o.seed);
+    let model = Idefics3::load(&mut vp, &cfg)?;
+    let vqa = Vqa::new(CpuBackend::new(), model, tok);
+    let vars: Vec<candle_core::Var> = vp.vars.iter().map(|(_, v)| v.clone()).collect();
+    let mut opt = AdamW::new(
+        vars.clone(),
+        ParamsAdamW {
+            lr: o.lr,
+            weight_decay: o.weight_decay,
+            ..Default::default()
+        },
+    )?;
+    let mut val_history = Vec::new();
+    for step in 0..o.steps {
+        let first = (step * o.batch) as u64;
+        let b = batch::make_batch(&vqa, Split::Train, first..first + o.batch as u64, true)?;
+        let logits = supervised_logits(&vqa, &b)?;
+        let targets = Tensor::from_slice(&b.targets, b.targets.len(), vqa.backend.device())?;
+        let loss = candle_nn::loss::cross_entropy(&logits, &targets)?;
+        let loss_v = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        if !loss_v.is_finite() {
+            return Err(Error::Train(format!(
+                "loss became {loss_v} at step {step}; lower --lr"
+            )));
+        }
+        let mut grads = loss.backward()?;
+        clip_grad_norm(&vars, &mut grads, 1.0)?;
+        let lr = lr_at(o, step);
+        opt.set_learning_rate(lr);
+        opt.step(&grads)?;
+        on_event(TrainEvent::Step {
+            step,
+            loss: loss_v,
+            lr,
+        });
+        if (step + 1) % o.eval_every == 0 || step + 1 == o.steps {
+            let acc = val_accuracy(&vqa, o.val_samples, 96)?;
+            val_history.push((step + 1, acc));
+            on_event(TrainEvent::Val {
+                step: step + 1,
+                accuracy: acc,
+            });
+        }
+    }
+    Ok(Trained {
+        vqa,
+        vars: vp.vars,
+        val_history,
+        wall_s: t0.elapsed().as_secs_f64(),
+    })
+}
+
+fn clip_grad_norm(
+    vars: &[candle_core::Var],
+    grads: &mut candle_core::backprop::GradStore,
+    max: f64,
+) -> Result<()> {
+    let mut total = 0f64;
+    for v in vars {
+        if let Some(g) = grads.get(v.as_tensor()) {
+            total += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+        }
+    }
+    let norm = total.sqrt();
+    if norm > max {
+        let s = max / (norm + 1e-6);
+        for v in vars {
+            if let Some(g) = grads.get(v.as_tensor()) {
+                let g = g.affine(s, 0.0)?;
+                grads.insert(v.as_tensor(), g);
+            }
+        }
+    }
+    Ok(())
+}
