@@ -25,9 +25,7 @@ fn kv_cache_decode_matches_full_forward() {
     let b = &vqa.backend;
     let s = shapes::sample(Split::Val, 3);
     let prompt = vqa.prompt(&s.question.text).unwrap();
-    let px = b
-        .from_host(&image_to_pixels(&s.image, 64).unwrap())
-        .unwrap();
+    let px = b.upload(&image_to_pixels(&s.image, 64).unwrap()).unwrap();
     let extra = [20u32, 31, 7];
     let mut all = prompt.ids.clone();
     all.extend(extra);
@@ -173,4 +171,30 @@ fn training_steps_lower_the_loss() {
         assert!(diff > 0.0, "parameter {n0} did not change");
     }
     assert_eq!(t.val_history.len(), 1);
+}
+
+/// The loss's gradient reaches every parameter, the vision tower included (a parameter moving
+/// under AdamW alone proves nothing: weight decay moves it too).
+#[test]
+fn every_parameter_gets_a_gradient() {
+    let tok = common::tokenizer();
+    let cfg = common::tiny_config(&tok);
+    let mut vp = relvqa::train::params::VarParams::new(3);
+    let model = relvqa::model::idefics3::Idefics3::load(&mut vp, &cfg).unwrap();
+    let vqa = relvqa::model::generate::Vqa::new(CpuBackend::new(), model, tok);
+    let b = relvqa::train::batch::make_batch(&vqa, Split::Train, 0..8, 3).unwrap();
+    let grads = train::batch_loss(&vqa, &b).unwrap().backward().unwrap();
+    for (name, v) in &vp.vars {
+        let g = grads
+            .get(v.as_tensor())
+            .unwrap_or_else(|| panic!("no gradient for {name}"));
+        let norm = g
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(norm > 0.0, "zero gradient for {name}");
+    }
 }

@@ -45,9 +45,9 @@ fn rope_matches_rotate_half_formula() {
     let out = read(
         &b,
         &b.rope(
-            &b.from_host(&x).unwrap(),
-            &b.from_host(&cos).unwrap(),
-            &b.from_host(&sin).unwrap(),
+            &b.upload(&x).unwrap(),
+            &b.upload(&cos).unwrap(),
+            &b.upload(&sin).unwrap(),
         )
         .unwrap(),
     );
@@ -78,7 +78,7 @@ fn attention_with_causal_mask_matches_loops() {
     let k = host(&[1, h, s, d], 5);
     let v = host(&[1, h, s, d], 6);
     let m = causal_mask(s, 0);
-    let t = |x: &HostTensor| b.from_host(x).unwrap();
+    let t = |x: &HostTensor| b.upload(x).unwrap();
     let out = read(
         &b,
         &b.attention(&t(&q), &t(&k), &t(&v), Some(&t(&m)), 0.5)
@@ -120,7 +120,7 @@ fn causal_mask_with_past_lets_queries_see_the_cache() {
 fn repeat_kv_repeats_each_head_in_place() {
     let b = CpuBackend::new();
     let x = host(&[1, 2, 3, 2], 7);
-    let out = read(&b, &b.repeat_kv(&b.from_host(&x).unwrap(), 3).unwrap());
+    let out = read(&b, &b.repeat_kv(&b.upload(&x).unwrap(), 3).unwrap());
     for head in 0..6 {
         let src = head / 3;
         close(
@@ -140,7 +140,7 @@ fn pixel_shuffle_matches_transformers_index_map() {
     let x = host(&[1, side * side, d], 8);
     let proj = Linear::<CpuBackend> {
         weight: Weight::Dense(
-            b.from_host(&HostTensor::new(vec![1, d * s * s], vec![0.0; d * s * s]).unwrap())
+            b.upload(&HostTensor::new(vec![1, d * s * s], vec![0.0; d * s * s]).unwrap())
                 .unwrap(),
         ),
         bias: None,
@@ -148,10 +148,7 @@ fn pixel_shuffle_matches_transformers_index_map() {
         out_features: 1,
     };
     let conn = Connector::from_parts(s, proj);
-    let out = read(
-        &b,
-        &conn.pixel_shuffle(&b, &b.from_host(&x).unwrap()).unwrap(),
-    );
+    let out = read(&b, &conn.pixel_shuffle(&b, &b.upload(&x).unwrap()).unwrap());
     // Replay the numpy-style reshapes on indices: view(h, w/s, d·s) -> permute -> ...
     let g = side / s;
     let mut want = vec![0f32; side * side * d];
@@ -180,9 +177,9 @@ fn linear_applies_pytorch_layout_and_bias() {
     let out = read(
         &b,
         &b.linear(
-            &b.from_host(&x).unwrap(),
-            &b.from_host(&w).unwrap(),
-            Some(&b.from_host(&bias).unwrap()),
+            &b.upload(&x).unwrap(),
+            &b.upload(&w).unwrap(),
+            Some(&b.upload(&bias).unwrap()),
         )
         .unwrap(),
     );
@@ -205,15 +202,15 @@ fn norms_match_formulas() {
     let bias = host(&[5], 14);
     let rms = read(
         &b,
-        &b.rms_norm(&b.from_host(&x).unwrap(), &b.from_host(&w).unwrap(), 1e-5)
+        &b.rms_norm(&b.upload(&x).unwrap(), &b.upload(&w).unwrap(), 1e-5)
             .unwrap(),
     );
     let ln = read(
         &b,
         &b.layer_norm(
-            &b.from_host(&x).unwrap(),
-            &b.from_host(&w).unwrap(),
-            &b.from_host(&bias).unwrap(),
+            &b.upload(&x).unwrap(),
+            &b.upload(&w).unwrap(),
+            &b.upload(&bias).unwrap(),
             1e-6,
         )
         .unwrap(),
@@ -239,7 +236,7 @@ fn norms_match_formulas() {
 fn gelu_is_the_tanh_approximation() {
     let b = CpuBackend::new();
     let x = host(&[7], 15);
-    let out = read(&b, &b.gelu_tanh(&b.from_host(&x).unwrap()).unwrap());
+    let out = read(&b, &b.gelu_tanh(&b.upload(&x).unwrap()).unwrap());
     for (o, v) in out.iter().zip(&x.data) {
         let want = 0.5
             * v

@@ -49,12 +49,12 @@ impl Backend for CpuBackend {
         "cpu"
     }
 
-    fn from_host(&self, t: &HostTensor) -> Result<Tensor> {
-        Tensor::from_slice(&t.data, t.shape.as_slice(), &self.device).map_err(err("from_host"))
+    fn upload(&self, t: &HostTensor) -> Result<Tensor> {
+        Tensor::from_slice(&t.data, t.shape.as_slice(), &self.device).map_err(err("upload"))
     }
 
-    fn from_ids(&self, ids: &[u32], shape: &[usize]) -> Result<Tensor> {
-        Tensor::from_slice(ids, shape, &self.device).map_err(err("from_ids"))
+    fn upload_ids(&self, ids: &[u32], shape: &[usize]) -> Result<Tensor> {
+        Tensor::from_slice(ids, shape, &self.device).map_err(err("upload_ids"))
     }
 
     fn shape(&self, t: &Tensor) -> Vec<usize> {

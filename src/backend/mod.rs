@@ -42,9 +42,9 @@ pub trait Backend: Clone + std::fmt::Debug {
     /// Short name for errors and reports ("cpu", "wgpu").
     fn name(&self) -> &'static str;
 
-    fn from_host(&self, t: &HostTensor) -> Result<Self::Tensor>;
+    fn upload(&self, t: &HostTensor) -> Result<Self::Tensor>;
     /// Token ids; backends may store them as u32 or i64 as their gather op needs.
-    fn from_ids(&self, ids: &[u32], shape: &[usize]) -> Result<Self::Tensor>;
+    fn upload_ids(&self, ids: &[u32], shape: &[usize]) -> Result<Self::Tensor>;
     fn shape(&self, t: &Self::Tensor) -> Vec<usize>;
 
     /// Copy a tensor back to the host. Async because a GPU readback is (`mapAsync` on the web).

@@ -1,11 +1,18 @@
-//! `relvqa ask`: answer one question about one image.
+//! `relvqa ask`: answer one question about one image, with confidence and abstain decision.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
+use serde::Serialize;
+
+use super::calibrate::load_calibration;
 use super::ModelArg;
+use crate::backend::cpu::CpuBackend;
+use crate::backend::HostTensor;
 use crate::error::{Error, Result};
+use crate::model::generate::Vqa;
 use crate::model::image::{decode_image, image_to_pixels};
+use crate::selector::threshold::Calibration;
 
 #[derive(clap::Args, Debug)]
 pub struct AskArgs {
@@ -16,14 +23,84 @@ pub struct AskArgs {
     image: PathBuf,
     #[arg(long)]
     question: String,
+    /// Target risk (error rate among answered questions) that sets the abstain threshold:
+    /// 0.01, 0.05, 0.1 or 0.2.
+    #[arg(long, default_value_t = 0.05)]
+    risk: f64,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
 }
 
+/// An answer with its confidence and the abstain decision: the `--json` schema.
+#[derive(Debug, Serialize)]
+pub struct Decision {
+    pub answer: String,
+    pub confidence: f32,
+    pub confidence_source: &'static str,
+    pub abstain: bool,
+    /// Threshold for `risk`; null when the model has no calibration or no threshold reaches it.
+    pub threshold: Option<f32>,
+    pub risk: f64,
+    pub calibrated: bool,
+    pub token_probs: Vec<f32>,
+    pub timings_ms: serde_json::Value,
+}
+
+impl Decision {
+    /// One line for people: the answer, or why there is none.
+    pub fn describe(&self) -> String {
+        if self.abstain {
+            let t = self
+                .threshold
+                .map_or("every threshold".into(), |t| format!("{t:.3}"));
+            format!(
+                "abstain (would say `{}`): confidence {:.3} is below {t}, the threshold for {:.0}% risk",
+                self.answer,
+                self.confidence,
+                self.risk * 100.0
+            )
+        } else {
+            format!(
+                "{}  (confidence {:.3}, {})",
+                self.answer, self.confidence, self.confidence_source
+            )
+        }
+    }
+}
+
+pub fn decide(
+    vqa: &Vqa<CpuBackend>,
+    cal: Option<&Calibration>,
+    px: &HostTensor,
+    question: &str,
+    risk: f64,
+) -> Result<Decision> {
+    let t = Instant::now();
+    let g = pollster::block_on(vqa.answer(px, question))?;
+    let gen_ms = t.elapsed().as_secs_f64() * 1e3;
+    let confidence = g.maxprob();
+    let (threshold, abstain) = match cal {
+        Some(c) => (c.threshold(risk)?.threshold, c.abstain(confidence, risk)?),
+        None => (None, false),
+    };
+    Ok(Decision {
+        answer: g.text,
+        confidence,
+        confidence_source: "maxprob",
+        abstain,
+        threshold,
+        risk,
+        calibrated: cal.is_some(),
+        token_probs: g.token_probs,
+        timings_ms: serde_json::json!({ "generate": gen_ms }),
+    })
+}
+
 pub fn run(a: AskArgs) -> Result<()> {
     let t0 = Instant::now();
     let vqa = a.model.load()?;
+    let calibration = load_calibration(&a.model.model)?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let t1 = Instant::now();
     let bytes = std::fs::read(&a.image).map_err(|e| Error::io(a.image.display().to_string(), e))?;
@@ -31,23 +108,19 @@ pub fn run(a: AskArgs) -> Result<()> {
         decode_image(&bytes).map_err(|e| Error::Image(format!("{}: {e}", a.image.display())))?;
     let px = image_to_pixels(&img, vqa.model.cfg.vision_config.image_size)?;
     let pre_ms = t1.elapsed().as_secs_f64() * 1e3;
-    let t2 = Instant::now();
-    let g = pollster::block_on(vqa.answer(&px, &a.question))?;
-    let gen_ms = t2.elapsed().as_secs_f64() * 1e3;
-    let confidence = g.maxprob();
+    let mut d = decide(&vqa, calibration.as_ref(), &px, &a.question, a.risk)?;
+    d.timings_ms["load"] = load_ms.into();
+    d.timings_ms["preprocess"] = pre_ms.into();
     if a.json {
-        let out = serde_json::json!({
-            "answer": g.text,
-            "confidence": confidence,
-            "confidence_source": "maxprob",
-            "abstain": false,
-            "threshold": null,
-            "token_probs": g.token_probs,
-            "timings_ms": {"load": load_ms, "preprocess": pre_ms, "generate": gen_ms},
-        });
-        println!("{out}");
+        println!(
+            "{}",
+            serde_json::to_string(&d).map_err(|e| Error::Invalid(e.to_string()))?
+        );
     } else {
-        println!("{}  (confidence {:.3}, maxprob)", g.text, confidence);
+        println!("{}", d.describe());
+        if calibration.is_none() {
+            println!("note: no calibration.json beside the model, so no abstain threshold; run `relvqa calibrate`");
+        }
     }
     Ok(())
 }

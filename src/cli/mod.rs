@@ -1,7 +1,9 @@
 //! Command-line interface (native only): `train`, `ask`, `eval`.
 
 mod ask;
+mod calibrate;
 mod dataset;
+mod demo;
 mod eval;
 mod train;
 
@@ -35,6 +37,10 @@ enum Cmd {
     Ask(ask::AskArgs),
     /// Accuracy on a split of the shapes dataset, overall and per question family.
     Eval(eval::EvalArgs),
+    /// Choose MaxProb abstention thresholds on the val split (writes calibration.json).
+    Calibrate(calibrate::CalibrateArgs),
+    /// Answer the first test questions with confidence and abstain decisions.
+    Demo(demo::DemoArgs),
     /// Write samples of a shapes split as PNG + questions.jsonl.
     Dataset(dataset::DatasetArgs),
 }
@@ -46,6 +52,8 @@ pub fn main() -> ExitCode {
         Cmd::Ask(a) => ask::run(a),
         Cmd::Eval(a) => eval::run(a),
         Cmd::Dataset(a) => dataset::run(a),
+        Cmd::Calibrate(a) => calibrate::run(a),
+        Cmd::Demo(a) => demo::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

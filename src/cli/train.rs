@@ -25,6 +25,14 @@ pub struct TrainArgs {
     lr: f64,
     #[arg(long, default_value_t = TrainOptions::default().seed)]
     seed: u64,
+    #[arg(long, default_value_t = TrainOptions::default().warmup)]
+    warmup: usize,
+    /// Up to this many question/answer turns per training image.
+    #[arg(long, default_value_t = TrainOptions::default().turns)]
+    turns: usize,
+    /// Validate every this many steps.
+    #[arg(long, default_value_t = TrainOptions::default().eval_every)]
+    eval_every: usize,
     /// Test questions answered greedily for the model card after training.
     #[arg(long, default_value_t = 2000)]
     test_samples: usize,
@@ -43,6 +51,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
         batch: a.batch,
         lr: a.lr,
         seed: a.seed,
+        warmup: a.warmup,
+        turns: a.turns,
+        eval_every: a.eval_every.max(1),
         ..Default::default()
     };
     let pb = ProgressBar::new(o.steps as u64);
@@ -95,6 +106,8 @@ pub fn run(a: TrainArgs) -> Result<()> {
     pb.finish_and_clear();
     let eval_s = t.elapsed().as_secs_f64();
     super::eval::print_report(&report);
+    let (cal, _) = super::calibrate::calibrate(&vqa, &a.out, a.test_samples)?;
+    super::calibrate::print_calibration(&cal);
     let card = model_card(
         &o,
         &cfg,
@@ -106,13 +119,13 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let p = a.out.join("MODEL_CARD.md");
     std::fs::write(&p, card).map_err(|e| Error::io(p.display().to_string(), e))?;
     let log = serde_json::json!({
-        "steps": o.steps, "batch": o.batch, "lr": o.lr, "warmup": o.warmup, "seed": o.seed,
+        "steps": o.steps, "batch": o.batch, "lr": o.lr, "warmup": o.warmup, "seed": o.seed, "turns": o.turns,
         "wall_s": trained.wall_s, "val_history": trained.val_history, "loss_curve": loss_curve,
         "test": {"n": report.n, "accuracy": report.accuracy, "per_family": report.per_family},
     });
     let p = a.out.join("train_log.json");
-    std::fs::write(&p, serde_json::to_string_pretty(&log).unwrap_or_default())
-        .map_err(|e| Error::io(p.display().to_string(), e))?;
+    let text = serde_json::to_string_pretty(&log).map_err(|e| Error::Invalid(e.to_string()))?;
+    std::fs::write(&p, text).map_err(|e| Error::io(p.display().to_string(), e))?;
     Ok(())
 }
 
@@ -138,8 +151,8 @@ fn model_card(
     ));
     s.push_str("## Training\n\n");
     s.push_str(&format!(
-        "- data: `train` split of shapes, sample seeds `(split, index)`, {} steps x batch {} = {} samples, each seen once\n- AdamW lr {:.0e} (weight decay {}), {} warm-up steps then cosine to 5%, gradient clip 1.0, loss on answer tokens only, seed {}\n- wall time: {:.0} s ({:.1} min) on this machine ({} CPU threads), `cargo run --release -- train --out models/default`\n",
-        o.steps, o.batch, o.steps * o.batch, o.lr, o.weight_decay, o.warmup, o.seed, wall_s, wall_s / 60.0,
+        "- data: `train` split of shapes, sample seeds `(split, index)`, {} steps x batch {} = {} images, each seen once, each a chat of 1 to {} question/answer turns (the first turn is exactly the single-question prompt)\n- AdamW lr {:.0e} (weight decay {}), {} warm-up steps then cosine to 5%, gradient clip 1.0, loss on answer tokens only, seed {}\n- wall time: {:.0} s ({:.1} min) on this machine ({} CPU threads), `relvqa train --out models/default`\n",
+        o.steps, o.batch, o.steps * o.batch, o.turns, o.lr, o.weight_decay, o.warmup, o.seed, wall_s, wall_s / 60.0,
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     ));
     if let Some((st, acc)) = val.last() {

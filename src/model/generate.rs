@@ -121,7 +121,7 @@ impl<B: Backend> Vqa<B> {
         let b = &self.backend;
         let m = &self.model;
         let eou = self.tokenizer.special.end_of_utterance;
-        let px = b.from_host(pixels)?;
+        let px = b.upload(pixels)?;
         let mut cache = m.new_cache();
         let hidden = m.forward_hidden(b, &prompt.ids, 1, Some(&px), Some(&mut cache))?;
         let s = prompt.ids.len();

@@ -109,7 +109,7 @@ impl<B: Backend> Params<B> for SafetensorsParams<'_, B> {
             .tensor(name)
             .map_err(|_| Error::MissingTensor { name: name.into() })?;
         let host = host_tensor_from_view(name, &view, shape)?;
-        self.backend.from_host(&host)
+        self.backend.upload(&host)
     }
 
     fn contains(&self, name: &str) -> bool {

@@ -1,4 +1,10 @@
 //! Turning shapes samples into padded training batches.
+//!
+//! A training row is a multi-turn chat about one image in the SmolVLM template
+//! (`<|im_start|>User:<image…>Q1<end_of_utterance>\nAssistant: A1<end_of_utterance>\nUser: Q2…`),
+//! with 1 to `turns` questions. The vision tower is the dearest part of a step, so several
+//! answers per image multiply the supervision per unit of compute. The first turn is exactly
+//! the single-question prompt used at inference (causal attention cannot see later turns).
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::HostTensor;
@@ -18,56 +24,83 @@ pub struct Batch {
     /// Flat indices `row * seq + pos` whose next-token prediction is trained.
     pub positions: Vec<u32>,
     pub targets: Vec<u32>,
-    /// Answer token per row (single-word answers), for accuracy.
+    /// First answer token per row (single-word answers), for accuracy.
     pub answers: Vec<u32>,
 }
 
-/// `with_answer`: append ` {answer}<end_of_utterance>` and supervise both tokens (training);
-/// otherwise supervise only the first answer token at the prompt's last position (validation).
+/// One unpadded row: ids, supervised (position, target) pairs, first answer token.
+struct Row {
+    ids: Vec<u32>,
+    sup: Vec<(usize, u32)>,
+    first: u32,
+}
+
+fn single_token(tok: &VqaTokenizer, answer: &str) -> Result<u32> {
+    match tok.encode(answer)?.as_slice() {
+        [a] => Ok(*a),
+        _ => Err(Error::Train(format!("answer `{answer}` is not one token"))),
+    }
+}
+
+/// `turns == 0`: prompt only, supervising the first answer token at the prompt's last position
+/// (validation). `turns >= 1`: sample `i` gets `1 + i % turns` question/answer turns, each
+/// answer token and its `<end_of_utterance>` supervised.
 pub fn make_batch(
     vqa: &Vqa<CpuBackend>,
     split: Split,
     indices: impl Iterator<Item = u64>,
-    with_answer: bool,
+    turns: usize,
 ) -> Result<Batch> {
     let tok: &VqaTokenizer = &vqa.tokenizer;
+    let eou = tok.special.end_of_utterance;
     let side = vqa.model.cfg.vision_config.image_size;
-    let mut seqs: Vec<(Vec<u32>, usize, u32)> = Vec::new();
+    let user = tok.encode("User:")?;
+    let assistant = tok.encode("Assistant:")?;
+    let mut rows_ids: Vec<Row> = Vec::new();
     let mut pix = Vec::new();
     for i in indices {
-        let s = shapes::sample(split, i);
+        let extra = if turns == 0 { 0 } else { (i as usize) % turns };
+        let (s, more) = shapes::sample_with_followups(split, i, extra);
         let p = vqa.prompt(&s.question.text)?;
-        let ans = tok.encode(&s.question.answer)?;
-        let [a] = ans.as_slice() else {
-            return Err(Error::Train(format!(
-                "answer `{}` is not one token",
-                s.question.answer
-            )));
-        };
-        let plen = p.ids.len();
+        let first = single_token(tok, &s.question.answer)?;
         let mut ids = p.ids;
-        if with_answer {
-            ids.push(*a);
-            ids.push(tok.special.end_of_utterance);
+        let mut sup = vec![(ids.len() - 1, first)];
+        if turns > 0 {
+            ids.push(first);
+            sup.push((ids.len() - 1, eou));
+            ids.push(eou);
+            for q in more {
+                ids.extend(&user);
+                ids.extend(tok.encode(&q.text)?);
+                ids.push(eou);
+                ids.extend(&assistant);
+                let a = single_token(tok, &q.answer)?;
+                sup.push((ids.len() - 1, a));
+                ids.push(a);
+                sup.push((ids.len() - 1, eou));
+                ids.push(eou);
+            }
         }
-        seqs.push((ids, plen, *a));
+        rows_ids.push(Row { ids, sup, first });
         pix.extend(image_to_pixels(&s.image, side)?.data);
     }
-    let rows = seqs.len();
-    let seq = seqs.iter().map(|s| s.0.len()).max().unwrap_or(0);
+    let rows = rows_ids.len();
+    let seq = rows_ids.iter().map(|r| r.ids.len()).max().unwrap_or(0);
+    if seq > vqa.model.cfg.text_config.max_position_embeddings {
+        return Err(Error::Train(format!(
+            "a {turns}-turn row of {seq} tokens exceeds the context"
+        )));
+    }
     let mut ids = Vec::with_capacity(rows * seq);
     let (mut positions, mut targets, mut answers) = (Vec::new(), Vec::new(), Vec::new());
-    for (r, (row, plen, a)) in seqs.iter().enumerate() {
-        ids.extend(row);
-        ids.extend(std::iter::repeat_n(tok.special.pad, seq - row.len()));
-        let base = (r * seq) as u32;
-        positions.push(base + *plen as u32 - 1);
-        targets.push(*a);
-        if with_answer {
-            positions.push(base + *plen as u32);
-            targets.push(tok.special.end_of_utterance);
+    for (r, row) in rows_ids.iter().enumerate() {
+        ids.extend(&row.ids);
+        ids.extend(std::iter::repeat_n(tok.special.pad, seq - row.ids.len()));
+        for (pos, t) in &row.sup {
+            positions.push((r * seq + pos) as u32);
+            targets.push(*t);
         }
-        answers.push(*a);
+        answers.push(row.first);
     }
     let pixels = HostTensor::new(vec![rows, 3, side, side], pix)?;
     Ok(Batch {

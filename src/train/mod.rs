@@ -28,19 +28,22 @@ pub struct TrainOptions {
     pub seed: u64,
     pub eval_every: usize,
     pub val_samples: usize,
+    /// Question/answer turns per training image: 1..=turns (see `batch`).
+    pub turns: usize,
 }
 
 impl Default for TrainOptions {
     fn default() -> Self {
         Self {
-            steps: 4500,
+            steps: 3300,
             batch: 48,
-            lr: 3e-3,
-            warmup: 300,
+            lr: 3e-4,
+            warmup: 200,
             weight_decay: 0.01,
             seed: 7,
             eval_every: 250,
             val_samples: 480,
+            turns: 4,
         }
     }
 }
@@ -113,9 +116,14 @@ pub struct Trained {
     pub wall_s: f64,
 }
 
+/// Logits at a batch's supervised positions `[positions, vocab]`.
+pub fn batch_loss_logits(vqa: &Vqa<CpuBackend>, b: &batch::Batch) -> Result<Tensor> {
+    supervised_logits(vqa, b)
+}
+
 fn supervised_logits(vqa: &Vqa<CpuBackend>, b: &batch::Batch) -> Result<Tensor> {
     let be = &vqa.backend;
-    let px = be.from_host(&b.pixels)?;
+    let px = be.upload(&b.pixels)?;
     let h = vqa
         .model
         .forward_hidden(be, &b.ids, b.rows, Some(&px), None)?;
@@ -125,13 +133,20 @@ fn supervised_logits(vqa: &Vqa<CpuBackend>, b: &batch::Batch) -> Result<Tensor> 
     vqa.model.logits(be, &h.index_select(&idx, 0)?)
 }
 
+/// Mean cross-entropy of the supervised (answer) tokens of a batch.
+pub fn batch_loss(vqa: &Vqa<CpuBackend>, b: &batch::Batch) -> Result<Tensor> {
+    let logits = supervised_logits(vqa, b)?;
+    let targets = Tensor::from_slice(&b.targets, b.targets.len(), vqa.backend.device())?;
+    Ok(candle_nn::loss::cross_entropy(&logits, &targets)?)
+}
+
 /// Single-token answer accuracy by teacher forcing (equal to greedy's first token).
 pub fn val_accuracy(vqa: &Vqa<CpuBackend>, n: usize, batch: usize) -> Result<f64> {
     let mut correct = 0usize;
     let mut start = 0u64;
     while (start as usize) < n {
         let end = (start as usize + batch).min(n) as u64;
-        let b = batch::make_batch(vqa, Split::Val, start..end, false)?;
+        let b = batch::make_batch(vqa, Split::Val, start..end, 0)?;
         let pred = supervised_logits(vqa, &b)?.argmax(1)?.to_vec1::<u32>()?;
         correct += pred.iter().zip(&b.answers).filter(|(p, a)| p == a).count();
         start = end;
@@ -161,10 +176,8 @@ pub fn train(
     let mut val_history = Vec::new();
     for step in 0..o.steps {
         let first = (step * o.batch) as u64;
-        let b = batch::make_batch(&vqa, Split::Train, first..first + o.batch as u64, true)?;
-        let logits = supervised_logits(&vqa, &b)?;
-        let targets = Tensor::from_slice(&b.targets, b.targets.len(), vqa.backend.device())?;
-        let loss = candle_nn::loss::cross_entropy(&logits, &targets)?;
+        let b = batch::make_batch(&vqa, Split::Train, first..first + o.batch as u64, o.turns)?;
+        let loss = batch_loss(&vqa, &b)?;
         let loss_v = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
         if !loss_v.is_finite() {
             return Err(Error::Train(format!(

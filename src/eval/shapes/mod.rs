@@ -75,19 +75,31 @@ pub struct Sample {
 }
 
 pub fn sample(split: Split, index: u64) -> Sample {
+    sample_with_followups(split, index, 0).0
+}
+
+/// Sample `index` plus `extra` further questions about the same image (a multi-turn chat for
+/// training). The first question is exactly [`sample`]'s: the extra ones continue its stream.
+pub fn sample_with_followups(split: Split, index: u64, extra: usize) -> (Sample, Vec<Question>) {
     let seed = (split.id() << 48) | (index & ((1 << 48) - 1));
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let n = rng.random_range(1..=MAX_OBJECTS);
     let scene = render::random_scene(&mut rng, IMAGE_SIDE, n);
     let image = render::render(&scene, &mut rng);
     let question = questions::ask(&scene, &mut rng);
-    Sample {
-        split,
-        index,
-        scene,
-        image,
-        question,
-    }
+    let more = (0..extra)
+        .map(|_| questions::ask(&scene, &mut rng))
+        .collect();
+    (
+        Sample {
+            split,
+            index,
+            scene,
+            image,
+            question,
+        },
+        more,
+    )
 }
 
 /// Every word the dataset's questions and answers use: the tokenizer's vocabulary.

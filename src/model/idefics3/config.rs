@@ -169,20 +169,20 @@ impl Idefics3Config {
                 t.hidden_act
             ));
         }
-        if v.patch_size == 0 || v.image_size % v.patch_size != 0 {
+        if v.patch_size == 0 || !v.image_size.is_multiple_of(v.patch_size) {
             return bad(format!(
                 "vision_config.image_size {} is not a multiple of patch_size {}",
                 v.image_size, v.patch_size
             ));
         }
-        if v.num_attention_heads == 0 || v.hidden_size % v.num_attention_heads != 0 {
+        if v.num_attention_heads == 0 || !v.hidden_size.is_multiple_of(v.num_attention_heads) {
             return bad(format!(
                 "vision hidden_size {} is not divisible by num_attention_heads {}",
                 v.hidden_size, v.num_attention_heads
             ));
         }
         let side = v.patches_per_side();
-        if self.scale_factor == 0 || side % self.scale_factor != 0 {
+        if self.scale_factor == 0 || !side.is_multiple_of(self.scale_factor) {
             return bad(format!(
                 "{side} patches per side is not divisible by scale_factor {}",
                 self.scale_factor
@@ -190,7 +190,7 @@ impl Idefics3Config {
         }
         if t.num_attention_heads == 0
             || t.kv_heads() == 0
-            || t.num_attention_heads % t.kv_heads() != 0
+            || !t.num_attention_heads.is_multiple_of(t.kv_heads())
         {
             return bad(format!(
                 "num_attention_heads {} is not a multiple of num_key_value_heads {}",
@@ -198,7 +198,7 @@ impl Idefics3Config {
                 t.kv_heads()
             ));
         }
-        if t.head_dim() % 2 != 0 {
+        if !t.head_dim().is_multiple_of(2) {
             return bad(format!("head_dim {} must be even for RoPE", t.head_dim()));
         }
         if self.image_token_id as usize >= t.vocab_size {

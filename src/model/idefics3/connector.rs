@@ -48,7 +48,7 @@ impl<B: Backend> Connector<B> {
         };
         let s = self.scale;
         let side = (seq as f64).sqrt() as usize;
-        if side * side != seq || side % s != 0 {
+        if side * side != seq || !side.is_multiple_of(s) {
             return Err(Error::Invalid(format!(
                 "pixel_shuffle: {seq} tokens is not a square grid divisible by {s}"
             )));

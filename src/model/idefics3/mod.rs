@@ -95,14 +95,14 @@ impl<B: Backend> Idefics3<B> {
         bs: usize,
         features: Option<&B::Tensor>,
     ) -> Result<B::Tensor> {
-        if bs == 0 || ids.len() % bs != 0 {
+        if bs == 0 || !ids.len().is_multiple_of(bs) {
             return Err(Error::Invalid(format!(
                 "{} ids do not split into {bs} rows",
                 ids.len()
             )));
         }
         let s = ids.len() / bs;
-        let ids_t = b.from_ids(ids, &[bs, s])?;
+        let ids_t = b.upload_ids(ids, &[bs, s])?;
         let emb = self.text.embed_ids(b, &ids_t)?;
         let img = self.cfg.image_token_id;
         let runs = image_runs(&ids[..s], img);

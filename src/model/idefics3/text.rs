@@ -178,9 +178,9 @@ impl<B: Backend> TextModel<B> {
         let hd = self.cfg.head_dim();
         let (nh, nkv) = (self.cfg.num_attention_heads, self.cfg.kv_heads());
         let (cos, sin) = self.rope_tables(past, s);
-        let (cos, sin) = (b.from_host(&cos)?, b.from_host(&sin)?);
+        let (cos, sin) = (b.upload(&cos)?, b.upload(&sin)?);
         let mask = if s > 1 {
-            Some(b.from_host(&causal_mask(s, past))?)
+            Some(b.upload(&causal_mask(s, past))?)
         } else {
             None
         };

@@ -1,0 +1,112 @@
+//! The shapes dataset: deterministic, disjoint splits, every family present, answers that are
+//! single tokens of the shipped vocabulary, scenes that respect their own rules.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+
+use relvqa::eval::shapes::{self, Family, Split, FAMILIES};
+
+#[test]
+fn samples_are_deterministic() {
+    for split in [Split::Train, Split::Test] {
+        let a = shapes::sample(split, 17);
+        let b = shapes::sample(split, 17);
+        assert_eq!(a.image, b.image);
+        assert_eq!(a.question, b.question);
+    }
+}
+
+#[test]
+fn splits_do_not_share_samples() {
+    let mut seen = HashSet::new();
+    for split in [Split::Train, Split::Dev, Split::Val, Split::Test] {
+        for i in 0..300 {
+            let s = shapes::sample(split, i);
+            assert!(
+                seen.insert(s.image.into_raw()),
+                "{split:?} sample {i} repeats an image of another split"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_family_is_asked_and_answers_are_balanced_enough() {
+    let mut by_family: BTreeMap<Family, BTreeMap<String, usize>> = BTreeMap::new();
+    for i in 0..2000 {
+        let q = shapes::sample(Split::Test, i).question;
+        *by_family
+            .entry(q.family)
+            .or_default()
+            .entry(q.answer)
+            .or_default() += 1;
+    }
+    for f in FAMILIES {
+        let answers = by_family
+            .get(&f)
+            .unwrap_or_else(|| panic!("family {f:?} never asked"));
+        let n: usize = answers.values().sum();
+        assert!(n >= 100, "{f:?}: only {n} questions in 2000");
+        let top = answers.values().max().copied().unwrap_or(0);
+        // No family can be solved by always giving its most common answer.
+        assert!(
+            (top as f64) < 0.75 * n as f64,
+            "{f:?} answers are too skewed: {answers:?}"
+        );
+    }
+}
+
+#[test]
+fn answers_are_single_known_tokens() {
+    let tok = common::tokenizer();
+    let unk = tok.unk_id().unwrap();
+    for i in 0..1000 {
+        let q = shapes::sample(Split::Dev, i).question;
+        let a = tok.encode(&q.answer).unwrap();
+        assert_eq!(a.len(), 1, "answer `{}` is not one token", q.answer);
+        assert_ne!(a[0], unk);
+        assert!(
+            !tok.encode(&q.text).unwrap().contains(&unk),
+            "question `{}` has unknown words",
+            q.text
+        );
+    }
+}
+
+#[test]
+fn scenes_follow_their_rules_and_answers_follow_the_scene() {
+    for i in 0..500 {
+        let s = shapes::sample(Split::Val, i);
+        let objs = &s.scene.objects;
+        assert!((1..=shapes::MAX_OBJECTS).contains(&objs.len()));
+        let pairs: HashSet<_> = objs.iter().map(|o| (o.color, o.kind)).collect();
+        assert_eq!(
+            pairs.len(),
+            objs.len(),
+            "colour+kind must identify an object"
+        );
+        let q = &s.question;
+        match q.family {
+            Family::Count => assert_eq!(q.answer, objs.len().to_string()),
+            Family::Exist => {
+                let present = objs
+                    .iter()
+                    .any(|o| q.text == format!("is there a {} ?", o.describe()));
+                assert_eq!(q.answer, if present { "yes" } else { "no" });
+            }
+            Family::Size => {
+                let o = objs
+                    .iter()
+                    .find(|o| q.text == format!("what size is the {} ?", o.describe()))
+                    .unwrap();
+                assert_eq!(q.answer, o.size.name());
+            }
+            _ => {}
+        }
+        assert_eq!(
+            s.image.dimensions(),
+            (shapes::IMAGE_SIDE, shapes::IMAGE_SIDE)
+        );
+    }
+}

@@ -1,0 +1,101 @@
+//! The shipped model in `models/default/`: it loads, answers like its model card says, and its
+//! calibration file drives the abstain decision.
+
+mod common;
+
+use relvqa::backend::cpu::CpuBackend;
+use relvqa::eval::accuracy::evaluate;
+use relvqa::eval::shapes::Split;
+use relvqa::model::loader::load_dir;
+
+fn train_log() -> serde_json::Value {
+    let p = common::default_model_dir().join("train_log.json");
+    serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap()
+}
+
+/// `relvqa eval --split test` reproduces the accuracy recorded by the training run (same
+/// questions, same weights; a tolerance only for float summation order across machines).
+#[test]
+fn test_accuracy_matches_the_model_card() {
+    let log = train_log();
+    let n = log["test"]["n"].as_u64().unwrap() as usize;
+    let recorded = log["test"]["accuracy"].as_f64().unwrap();
+    let vqa = load_dir(CpuBackend::new(), &common::default_model_dir()).unwrap();
+    let r = pollster::block_on(evaluate(&vqa, Split::Test, n, |_| {})).unwrap();
+    assert!(
+        (r.accuracy - recorded).abs() <= 0.003,
+        "accuracy {} vs recorded {recorded}",
+        r.accuracy
+    );
+    // The regime the study needs: right most of the time, wrong often enough to abstain on.
+    assert!(
+        (0.75..=0.90).contains(&r.accuracy),
+        "test accuracy {} is outside 75-90%",
+        r.accuracy
+    );
+    for (family, s) in &r.per_family {
+        let rec = log["test"]["per_family"][family]["accuracy"]
+            .as_f64()
+            .unwrap();
+        assert!(
+            (s.accuracy - rec).abs() <= 0.01,
+            "{family}: {} vs {rec}",
+            s.accuracy
+        );
+    }
+}
+
+#[test]
+fn shipped_files_are_complete() {
+    let d = common::default_model_dir();
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "MODEL_CARD.md",
+        "calibration.json",
+        "train_log.json",
+    ] {
+        assert!(d.join(f).is_file(), "models/default/{f} is missing");
+    }
+    let card = std::fs::read_to_string(d.join("MODEL_CARD.md")).unwrap();
+    assert!(
+        card.contains("transformers"),
+        "the model card records the transformers check"
+    );
+    let st = std::fs::read(d.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&st).unwrap();
+    assert!(
+        st.tensors()
+            .iter()
+            .all(|(_, v)| v.dtype() == safetensors::Dtype::F16),
+        "weights ship as f16"
+    );
+}
+
+#[test]
+fn ask_on_a_test_image_reports_a_calibrated_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = relvqa::eval::shapes::sample(Split::Test, 5);
+    let img = dir.path().join("q.png");
+    s.image.save(&img).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_relvqa"))
+        .args(["ask", "--json", "--image"])
+        .arg(&img)
+        .args(["--question", &s.question.text])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["calibrated"], true);
+    assert_eq!(v["confidence_source"], "maxprob");
+    assert!(v["threshold"].is_number() || v["threshold"].is_null());
+    assert!(v["answer"].as_str().is_some_and(|a| !a.is_empty()));
+}
