@@ -22,20 +22,7 @@ fn write_sample_png(
 fn ask_json_has_the_documented_schema() {
     let d = common::tiny_model_dir();
     let (img, s) = write_sample_png(d.path(), 0);
-    let out = relvqa()
-        .args(["ask", "--json", "--model"])
-        .arg(d.path())
-        .arg("--image")
-        .arg(&img)
-        .args(["--question", &s.question.text])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = common::ask_json(Some(d.path()), &img, &s.question.text, &[]);
     assert!(v["answer"].is_string());
     let c = v["confidence"].as_f64().unwrap();
     assert!(c > 0.0 && c <= 1.0);
@@ -50,61 +37,54 @@ fn ask_json_has_the_documented_schema() {
     }
 }
 
+fn run_ok(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Run `relvqa ask` expecting failure; returns stderr.
+fn ask_fails(model: &std::path::Path, image: &std::path::Path, question: &str) -> String {
+    let out = relvqa()
+        .args(["ask", "--model"])
+        .arg(model)
+        .arg("--image")
+        .arg(image)
+        .args(["--question", question])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "expected failure for {question:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn bad_inputs_exit_nonzero_with_a_message() {
     let d = common::tiny_model_dir();
     let txt = d.path().join("notes.png");
     std::fs::write(&txt, "this is text").unwrap();
-    let out = relvqa()
-        .args(["ask", "--model"])
-        .arg(d.path())
-        .arg("--image")
-        .arg(&txt)
-        .args(["--question", "is there a red circle ?"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = ask_fails(d.path(), &txt, "is there a red circle ?");
     assert!(err.contains("notes.png") && err.contains("image"), "{err}");
 
     let (img, _) = write_sample_png(d.path(), 1);
-    let out = relvqa()
-        .args(["ask", "--model"])
-        .arg(d.path())
-        .arg("--image")
-        .arg(&img)
-        .args(["--question", " "])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("empty"));
-
-    let out = relvqa()
-        .args(["ask", "--model", "/nonexistent/model"])
-        .arg("--image")
-        .arg(&img)
-        .args(["--question", "q"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("config.json"));
+    assert!(ask_fails(d.path(), &img, " ").contains("empty"));
+    assert!(
+        ask_fails(std::path::Path::new("/nonexistent/model"), &img, "q").contains("config.json")
+    );
 }
 
 #[test]
 fn eval_json_reports_every_family() {
     let d = common::tiny_model_dir();
     let json = d.path().join("report.json");
-    let out = relvqa()
-        .args(["eval", "--split", "val", "--limit", "60", "--model"])
-        .arg(d.path())
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        relvqa()
+            .args(["eval", "--split", "val", "--limit", "60", "--model"])
+            .arg(d.path())
+            .arg("--json")
+            .arg(&json),
     );
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(v["n"], 60);
@@ -118,35 +98,17 @@ fn eval_json_reports_every_family() {
 #[test]
 fn calibrate_writes_thresholds_that_ask_uses() {
     let d = common::tiny_model_dir();
-    let out = relvqa()
-        .args(["calibrate", "--limit", "40", "--model"])
-        .arg(d.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        relvqa()
+            .args(["calibrate", "--limit", "40", "--model"])
+            .arg(d.path()),
     );
     let cal: serde_json::Value =
         serde_json::from_slice(&std::fs::read(d.path().join("calibration.json")).unwrap()).unwrap();
     assert_eq!(cal["split"], "val");
     assert_eq!(cal["n"], 40);
     let (img, s) = write_sample_png(d.path(), 2);
-    let out = relvqa()
-        .args(["ask", "--json", "--risk", "0.2", "--model"])
-        .arg(d.path())
-        .arg("--image")
-        .arg(&img)
-        .args(["--question", &s.question.text])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = common::ask_json(Some(d.path()), &img, &s.question.text, &["--risk", "0.2"]);
     assert_eq!(v["calibrated"], true);
     let conf = v["confidence"].as_f64().unwrap();
     // The decision is the threshold rule applied to the reported numbers.

@@ -81,19 +81,7 @@ fn ask_on_a_test_image_reports_a_calibrated_decision() {
     let s = relvqa::eval::shapes::sample(Split::Test, 5);
     let img = dir.path().join("q.png");
     s.image.save(&img).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_relvqa"))
-        .args(["ask", "--json", "--image"])
-        .arg(&img)
-        .args(["--question", &s.question.text])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = common::ask_json(None, &img, &s.question.text, &[]);
     assert_eq!(v["calibrated"], true);
     assert_eq!(v["confidence_source"], "maxprob");
     assert!(v["threshold"].is_number() || v["threshold"].is_null());

@@ -53,6 +53,12 @@ fn kv_cache_decode_matches_full_forward() {
         }
     }
     assert_eq!(cache.len(), all.len());
+    // A generated `<image>` id is an ordinary token once the image is in the cache.
+    let h = vqa
+        .model
+        .forward_tokens(b, &[vqa.tokenizer.special.image], 1, Some(&mut cache))
+        .unwrap();
+    assert_eq!(b.shape(&h), vec![1, 1, dim]);
 }
 
 #[test]

@@ -155,7 +155,7 @@ impl<B: Backend> Vqa<B> {
             tokens.push(tok);
             probs.push(p);
             ents.push(ent);
-            let h = m.forward_hidden(b, &[tok], 1, None, Some(&mut cache))?;
+            let h = m.forward_tokens(b, &[tok], 1, Some(&mut cache))?;
             last_state = b.read_f32(&h).await?.data;
             last_hidden = h;
         }

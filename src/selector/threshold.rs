@@ -111,7 +111,7 @@ impl Calibration {
             let have: Vec<&u32> = self.thresholds.keys().collect();
             Error::Invalid(format!(
                 "no threshold calibrated for {}% risk; available: {have:?} (percent)",
-                risk * 100.0
+                risk_key(risk)
             ))
         })
     }

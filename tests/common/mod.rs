@@ -48,3 +48,32 @@ pub fn tiny_model_dir() -> tempfile::TempDir {
 pub fn default_model_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/default")
 }
+
+/// Run `relvqa ask --json` on `image` and parse its one JSON object; `model: None` uses the
+/// default model from the repository root.
+pub fn ask_json(
+    model: Option<&Path>,
+    image: &Path,
+    question: &str,
+    extra: &[&str],
+) -> serde_json::Value {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_relvqa"));
+    cmd.args(["ask", "--json"])
+        .args(extra)
+        .arg("--image")
+        .arg(image)
+        .args(["--question", question]);
+    if let Some(m) = model {
+        cmd.arg("--model").arg(m);
+    }
+    let out = cmd
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run relvqa");
+    assert!(
+        out.status.success(),
+        "relvqa ask failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("ask --json prints one JSON object")
+}

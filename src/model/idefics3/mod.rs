@@ -172,6 +172,26 @@ impl<B: Backend> Idefics3<B> {
         self.text.forward(b, &emb, cache)
     }
 
+    /// Decode step: `ids` embedded as plain tokens, as transformers does once the image is in
+    /// the cache (a generated `<image>` id is just a token then, not a slot for features).
+    pub fn forward_tokens(
+        &self,
+        b: &B,
+        ids: &[u32],
+        bs: usize,
+        cache: Option<&mut KvCache<B>>,
+    ) -> Result<B::Tensor> {
+        if bs == 0 || !ids.len().is_multiple_of(bs) {
+            return Err(Error::Invalid(format!(
+                "{} ids do not split into {bs} rows",
+                ids.len()
+            )));
+        }
+        let t = b.upload_ids(ids, &[bs, ids.len() / bs])?;
+        let emb = self.text.embed_ids(b, &t)?;
+        self.text.forward(b, &emb, cache)
+    }
+
     pub fn logits(&self, b: &B, hidden: &B::Tensor) -> Result<B::Tensor> {
         self.lm_head.forward(b, hidden)
     }
