@@ -54,6 +54,10 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let r = pollster::block_on(evaluate(&vqa, split, n, |_| pb.inc(1)))?;
     pb.finish_and_clear();
     print_report(&r);
+    println!(
+        "  (image-blind baseline, each family's most common answer: {:.2}%)",
+        crate::eval::accuracy::prior_only_accuracy(split, n) * 100.0
+    );
     if let Some(p) = a.json {
         let text = serde_json::to_string_pretty(&r).map_err(|e| Error::Invalid(e.to_string()))?;
         std::fs::write(&p, text).map_err(|e| Error::io(p.display().to_string(), e))?;

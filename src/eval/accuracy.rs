@@ -92,6 +92,22 @@ pub fn summarize(split: Split, predictions: Vec<Prediction>) -> EvalReport {
     }
 }
 
+/// Accuracy of a guesser that ignores the image and gives each question family's most common
+/// answer on the first `n` questions of `split`: the floor a model must clear to be looking.
+pub fn prior_only_accuracy(split: Split, n: usize) -> f64 {
+    let mut counts: BTreeMap<(shapes::Family, String), usize> = BTreeMap::new();
+    for i in 0..n as u64 {
+        let q = shapes::sample(split, i).question;
+        *counts.entry((q.family, q.answer)).or_default() += 1;
+    }
+    let mut best: BTreeMap<shapes::Family, usize> = BTreeMap::new();
+    for ((f, _), c) in counts {
+        let b = best.entry(f).or_default();
+        *b = (*b).max(c);
+    }
+    best.values().sum::<usize>() as f64 / n.max(1) as f64
+}
+
 /// Greedy-answer the first `limit` samples of `split`; `progress(done)` is called after each.
 pub async fn evaluate<B: Backend>(
     vqa: &Vqa<B>,
