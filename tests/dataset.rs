@@ -110,3 +110,12 @@ fn scenes_follow_their_rules_and_answers_follow_the_scene() {
         );
     }
 }
+
+/// A request that cannot fit (six objects in a 24-pixel image) still ends, with fewer objects.
+#[test]
+fn impossible_scenes_shrink_instead_of_looping() {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let scene = shapes::render::random_scene(&mut rng, 24, 6);
+    assert!(!scene.objects.is_empty() && scene.objects.len() < 6);
+}

@@ -107,9 +107,18 @@ pub struct Scene {
 }
 
 /// A scene of `n` objects with distinct (colour, kind) pairs and non-overlapping boxes.
+///
+/// If `n` objects keep failing to fit (possible only with sizes too large for `side`), one
+/// object fewer is asked for after every 100 failed attempts, so generation always ends.
 pub fn random_scene<R: Rng>(rng: &mut R, side: u32, n: usize) -> Scene {
     let s = side as f32;
+    let mut n = n;
+    let mut attempts = 0;
     'attempt: loop {
+        attempts += 1;
+        if attempts % 100 == 0 && n > 1 {
+            n -= 1;
+        }
         let mut objects: Vec<Object> = Vec::with_capacity(n);
         let mut tries = 0;
         while objects.len() < n {
