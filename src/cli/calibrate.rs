@@ -3,12 +3,10 @@
 
 use std::path::Path;
 
-use indicatif::ProgressBar;
-
 use super::ModelArg;
 use crate::backend::cpu::CpuBackend;
 use crate::error::{Error, Result};
-use crate::eval::accuracy::{evaluate, EvalReport};
+use crate::eval::accuracy::EvalReport;
 use crate::eval::shapes::Split;
 use crate::model::generate::Vqa;
 use crate::selector::threshold::{Calibration, CALIBRATION_FILE};
@@ -27,9 +25,7 @@ pub fn calibrate(
     dir: &Path,
     limit: usize,
 ) -> Result<(Calibration, EvalReport)> {
-    let pb = ProgressBar::new(limit as u64);
-    let report = pollster::block_on(evaluate(vqa, Split::Val, limit, |_| pb.inc(1)))?;
-    pb.finish_and_clear();
+    let report = super::eval::evaluate_with_progress(vqa, Split::Val, limit)?;
     let conf: Vec<f32> = report.predictions.iter().map(|p| p.maxprob).collect();
     let ok: Vec<bool> = report.predictions.iter().map(|p| p.correct).collect();
     let cal = Calibration::fit("maxprob", Split::Val.name(), &conf, &ok)?;

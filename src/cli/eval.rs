@@ -5,9 +5,11 @@ use std::path::PathBuf;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::ModelArg;
+use crate::backend::cpu::CpuBackend;
 use crate::error::{Error, Result};
 use crate::eval::accuracy::{evaluate, EvalReport};
 use crate::eval::shapes::Split;
+use crate::model::generate::Vqa;
 
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
@@ -22,6 +24,20 @@ pub struct EvalArgs {
     /// Write the report (with every prediction) as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+}
+
+/// Greedy-answer the first `n` questions of `split` behind a progress bar (all commands that
+/// evaluate share this).
+pub fn evaluate_with_progress(vqa: &Vqa<CpuBackend>, split: Split, n: usize) -> Result<EvalReport> {
+    let pb = ProgressBar::new(n as u64);
+    if let Ok(s) =
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {per_sec}")
+    {
+        pb.set_style(s);
+    }
+    let r = pollster::block_on(evaluate(vqa, split, n, |_| pb.inc(1)));
+    pb.finish_and_clear();
+    r
 }
 
 pub fn print_report(r: &EvalReport) {
@@ -45,14 +61,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         ));
     }
     let vqa = a.model.load()?;
-    let pb = ProgressBar::new(n as u64);
-    if let Ok(s) =
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {per_sec}")
-    {
-        pb.set_style(s);
-    }
-    let r = pollster::block_on(evaluate(&vqa, split, n, |_| pb.inc(1)))?;
-    pb.finish_and_clear();
+    let r = evaluate_with_progress(&vqa, split, n)?;
     print_report(&r);
     println!(
         "  (image-blind baseline, each family's most common answer: {:.2}%)",

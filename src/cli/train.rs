@@ -7,7 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::backend::cpu::CpuBackend;
 use crate::error::{Error, Result};
-use crate::eval::accuracy::{evaluate, EvalReport};
+use crate::eval::accuracy::EvalReport;
 use crate::eval::shapes::{self, Split};
 use crate::model::tokenizer::VqaTokenizer;
 use crate::train::{self, save, TrainEvent, TrainOptions};
@@ -101,9 +101,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     // Evaluate what was saved (f16 weights), not the f32 training copy.
     let vqa = crate::model::loader::load_dir(CpuBackend::new(), &a.out)?;
     let t = Instant::now();
-    let pb = ProgressBar::new(a.test_samples as u64);
-    let report = pollster::block_on(evaluate(&vqa, Split::Test, a.test_samples, |_| pb.inc(1)))?;
-    pb.finish_and_clear();
+    let report = super::eval::evaluate_with_progress(&vqa, Split::Test, a.test_samples)?;
     let eval_s = t.elapsed().as_secs_f64();
     super::eval::print_report(&report);
     let (cal, _) = super::calibrate::calibrate(&vqa, &a.out, a.test_samples)?;
