@@ -1,0 +1,10 @@
+//! Post-training quantization: the packed int-N layout, its quantizers (RTN, HQQ, MBQ) and the
+//! fused dequantize-and-multiply kernels.
+
+pub mod hqq;
+pub mod packed;
+pub mod rtn;
+pub mod spec;
+
+pub use packed::PackedTensor;
+pub use spec::{Method, QuantSpec};
