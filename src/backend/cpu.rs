@@ -5,21 +5,36 @@
 //! weights stored as f16 are widened on upload.
 
 use std::future::{ready, Future};
+use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Tensor, D};
 
 use super::{Backend, HostTensor};
 use crate::error::{Error, Result};
+use crate::quant::{kernels, PackedTensor};
+
+/// One linear layer's input and output, recorded while a [`Recorder`] is attached.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub name: String,
+    pub x: Tensor,
+    pub y: Tensor,
+}
+
+/// Shared list the backend appends to; MBQ attaches one for its calibration passes.
+pub type Recorder = Arc<Mutex<Vec<Observed>>>;
 
 #[derive(Debug, Clone)]
 pub struct CpuBackend {
     device: Device,
+    recorder: Option<Recorder>,
 }
 
 impl Default for CpuBackend {
     fn default() -> Self {
         Self {
             device: Device::Cpu,
+            recorder: None,
         }
     }
 }
@@ -27,6 +42,14 @@ impl Default for CpuBackend {
 impl CpuBackend {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A backend that records every linear layer's input and output into `recorder`.
+    pub fn recording(recorder: Recorder) -> Self {
+        Self {
+            device: Device::Cpu,
+            recorder: Some(recorder),
+        }
     }
 
     pub fn device(&self) -> &Device {
@@ -44,6 +67,7 @@ fn err(op: &'static str) -> impl FnOnce(candle_core::Error) -> Error {
 
 impl Backend for CpuBackend {
     type Tensor = Tensor;
+    type Packed = Arc<PackedTensor>;
 
     fn name(&self) -> &'static str {
         "cpu"
@@ -130,6 +154,57 @@ impl Backend for CpuBackend {
             y.reshape(out)
         };
         f().map_err(err("linear"))
+    }
+
+    fn upload_packed(&self, w: &PackedTensor) -> Result<Arc<PackedTensor>> {
+        w.validate()?;
+        Ok(Arc::new(w.clone()))
+    }
+
+    fn linear_packed(
+        &self,
+        x: &Tensor,
+        w: &Arc<PackedTensor>,
+        bias: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let k = dims.last().copied().unwrap_or(0);
+        if k != w.cols {
+            return Err(Error::Backend {
+                backend: "cpu",
+                op: "linear_packed",
+                msg: format!("input has {k} features, packed weight expects {}", w.cols),
+            });
+        }
+        let m = dims[..dims.len().saturating_sub(1)].iter().product::<usize>();
+        let xs = x
+            .to_dtype(DType::F32)
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(err("linear_packed"))?;
+        let mut out = vec![0f32; m * w.rows];
+        kernels::matmul_packed(&xs, m, w, &mut out)?;
+        let mut shape = dims;
+        if let Some(l) = shape.last_mut() {
+            *l = w.rows;
+        }
+        let y = Tensor::from_vec(out, shape, &self.device).map_err(err("linear_packed"))?;
+        match bias {
+            Some(b) => y.broadcast_add(b).map_err(err("linear_packed")),
+            None => Ok(y),
+        }
+    }
+
+    fn observe_linear(&self, name: &str, x: &Tensor, y: &Tensor) {
+        if let Some(r) = &self.recorder {
+            if let Ok(mut list) = r.lock() {
+                list.push(Observed {
+                    name: name.to_string(),
+                    x: x.clone(),
+                    y: y.clone(),
+                });
+            }
+        }
     }
 
     fn rms_norm(&self, x: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {

@@ -14,6 +14,7 @@ pub mod cpu;
 
 use std::future::Future;
 
+use crate::quant::PackedTensor;
 use crate::error::Result;
 
 /// A host-side f32 tensor: the interchange format between loaders and backends.
@@ -38,6 +39,9 @@ impl HostTensor {
 
 pub trait Backend: Clone + std::fmt::Debug {
     type Tensor: Clone + std::fmt::Debug;
+    /// A packed int-N weight as this backend keeps it (host memory on the CPU, GPU buffers on
+    /// wgpu), multiplied by [`Backend::linear_packed`] without being dequantized first.
+    type Packed: Clone + std::fmt::Debug;
 
     /// Short name for errors and reports ("cpu", "wgpu").
     fn name(&self) -> &'static str;
@@ -77,6 +81,19 @@ pub trait Backend: Clone + std::fmt::Debug {
         w: &Self::Tensor,
         bias: Option<&Self::Tensor>,
     ) -> Result<Self::Tensor>;
+
+    fn upload_packed(&self, w: &PackedTensor) -> Result<Self::Packed>;
+    /// `x [.., in] · Wᵀ + bias` for a packed `W [out, in]`: the fused dequantize-and-multiply.
+    fn linear_packed(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Packed,
+        bias: Option<&Self::Tensor>,
+    ) -> Result<Self::Tensor>;
+
+    /// Called by every [`crate::model::linear::Linear`] with its input and output. A no-op
+    /// except where a backend records activations for data-aware quantization (MBQ).
+    fn observe_linear(&self, _name: &str, _x: &Self::Tensor, _y: &Self::Tensor) {}
 
     // ---- normalisation and activations (over the last dim) ----
     fn rms_norm(&self, x: &Self::Tensor, w: &Self::Tensor, eps: f32) -> Result<Self::Tensor>;

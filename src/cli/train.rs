@@ -30,6 +30,9 @@ pub struct TrainArgs {
     /// Up to this many question/answer turns per training image.
     #[arg(long, default_value_t = TrainOptions::default().turns)]
     turns: usize,
+    /// Threads computing gradients of batch slices in parallel (default: all cores).
+    #[arg(long, default_value_t = TrainOptions::default().workers)]
+    workers: usize,
     /// Validate every this many steps.
     #[arg(long, default_value_t = TrainOptions::default().eval_every)]
     eval_every: usize,
@@ -53,6 +56,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         seed: a.seed,
         warmup: a.warmup,
         turns: a.turns,
+        workers: a.workers.max(1),
         eval_every: a.eval_every.max(1),
         ..Default::default()
     };

@@ -9,10 +9,14 @@ use crate::model::params::{Init, Params};
 pub enum Weight<B: Backend> {
     /// Float weight `[out, in]`, PyTorch layout.
     Dense(B::Tensor),
+    /// Packed int-N weight `[out, in]` with per-group scales and zeros (`crate::quant`).
+    Packed(B::Packed),
 }
 
 #[derive(Debug, Clone)]
 pub struct Linear<B: Backend> {
+    /// Hugging Face prefix (`model.text_model.layers.0.mlp.up_proj`), for calibration hooks.
+    pub name: String,
     pub weight: Weight<B>,
     pub bias: Option<B::Tensor>,
     pub in_features: usize,
@@ -27,7 +31,7 @@ impl<B: Backend> Linear<B> {
         out_features: usize,
         bias: bool,
     ) -> Result<Self> {
-        let w = p.tensor(
+        let w = p.weight(
             &format!("{prefix}.weight"),
             &[out_features, in_features],
             Init::Normal(0.02),
@@ -38,7 +42,8 @@ impl<B: Backend> Linear<B> {
             None
         };
         Ok(Self {
-            weight: Weight::Dense(w),
+            name: prefix.to_string(),
+            weight: w,
             bias,
             in_features,
             out_features,
@@ -46,9 +51,12 @@ impl<B: Backend> Linear<B> {
     }
 
     pub fn forward(&self, b: &B, x: &B::Tensor) -> Result<B::Tensor> {
-        match &self.weight {
-            Weight::Dense(w) => b.linear(x, w, self.bias.as_ref()),
-        }
+        let y = match &self.weight {
+            Weight::Dense(w) => b.linear(x, w, self.bias.as_ref())?,
+            Weight::Packed(w) => b.linear_packed(x, w, self.bias.as_ref())?,
+        };
+        b.observe_linear(&self.name, x, &y);
+        Ok(y)
     }
 }
 

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::backend::{Backend, HostTensor};
+use crate::model::linear::Weight;
 use crate::error::{Error, Result};
 
 /// How a freshly created parameter is initialised (ignored when loading).
@@ -23,6 +24,10 @@ pub enum Init {
 pub trait Params<B: Backend> {
     fn backend(&self) -> &B;
     fn tensor(&mut self, name: &str, shape: &[usize], init: Init) -> Result<B::Tensor>;
+    /// A linear layer's weight: dense unless the source holds it packed (a quantized package).
+    fn weight(&mut self, name: &str, shape: &[usize], init: Init) -> Result<Weight<B>> {
+        Ok(Weight::Dense(self.tensor(name, shape, init)?))
+    }
     /// Whether the source has this tensor (for optional ones such as an untied `lm_head`).
     fn contains(&self, name: &str) -> bool;
 }

@@ -8,3 +8,6 @@ pub mod spec;
 
 pub use packed::PackedTensor;
 pub use spec::{Method, QuantSpec};
+pub mod kernels;
+#[cfg(all(feature = "cli", not(target_arch = "wasm32")))]
+pub mod mbq;

@@ -87,7 +87,7 @@ impl QuantSpec {
     /// Refuse a K the group does not divide rather than pad: padding would change the tensor's
     /// shape on disk and every kernel would have to know about it.
     pub fn check_k(&self, name: &str, k: usize) -> Result<()> {
-        if k == 0 || k % self.group != 0 {
+        if k == 0 || !k.is_multiple_of(self.group) {
             return Err(Error::Invalid(format!(
                 "{name}: input dimension {k} is not a multiple of group size {}; \
                  choose a group that divides it (relvqa refuses rather than pads)",

@@ -30,6 +30,9 @@ pub struct TrainOptions {
     pub val_samples: usize,
     /// Question/answer turns per training image: 1..=turns (see `batch`).
     pub turns: usize,
+    /// Threads, each computing the gradient of a slice of the batch (data parallelism; candle's
+    /// CPU ops are mostly single-threaded at these sizes, so this is what uses both cores).
+    pub workers: usize,
 }
 
 /// The shipped model's recipe. `lr` 3e-4, not the 2e-3 usual for a model this small: at 2e-3
@@ -47,6 +50,7 @@ impl Default for TrainOptions {
             eval_every: 250,
             val_samples: 480,
             turns: 4,
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }
@@ -55,6 +59,27 @@ impl Default for TrainOptions {
 /// Llama with GQA), scaled down to train on two CPU cores.
 pub fn default_config(tok: &VqaTokenizer) -> Idefics3Config {
     let vocab = tok.vocab_size();
+    let mut c = default_config0(tok, vocab);
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<usize>().ok());
+    if let Some(p) = env("PROBE_PATCH") {
+        c.vision_config.patch_size = p;
+    }
+    if let Some(p) = env("PROBE_SCALE") {
+        c.scale_factor = p;
+    }
+    if let Some(p) = env("PROBE_VH") {
+        c.vision_config.hidden_size = p;
+    }
+    if let Some(p) = env("PROBE_VI") {
+        c.vision_config.intermediate_size = p;
+    }
+    if let Some(p) = env("PROBE_VL") {
+        c.vision_config.num_hidden_layers = p;
+    }
+    c
+}
+fn default_config0(tok: &VqaTokenizer, vocab: usize) -> Idefics3Config {
+    let _ = tok;
     Idefics3Config {
         architectures: vec!["Idefics3ForConditionalGeneration".into()],
         model_type: "idefics3".into(),
@@ -172,18 +197,22 @@ pub fn train(
             ..Default::default()
         },
     )?;
+    let workers = o.workers.clamp(1, o.batch);
+    if workers > 1 {
+        // Each worker runs its own forward/backward; candle's matmuls must not also fan out
+        // over the same cores, or the two levels of parallelism fight (measured: slower than
+        // one worker).
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+    }
     let mut val_history = Vec::new();
     for step in 0..o.steps {
         let first = (step * o.batch) as u64;
-        let b = batch::make_batch(&vqa, Split::Train, first..first + o.batch as u64, o.turns)?;
-        let loss = batch_loss(&vqa, &b)?;
-        let loss_v = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        let (loss_v, mut grads) = data_parallel_grads(&vqa, &vars, first, o, workers)?;
         if !loss_v.is_finite() {
             return Err(Error::Train(format!(
                 "loss became {loss_v} at step {step}; lower --lr"
             )));
         }
-        let mut grads = loss.backward()?;
         clip_grad_norm(&vars, &mut grads, 1.0)?;
         let lr = lr_at(o, step);
         opt.set_learning_rate(lr);
@@ -208,6 +237,79 @@ pub fn train(
         val_history,
         wall_s: t0.elapsed().as_secs_f64(),
     })
+}
+
+/// Loss and gradients of the batch starting at sample `first`, split across `workers`
+/// threads. Each shard's mean loss is weighted by its number of supervised tokens, so the
+/// result equals the single-threaded batch's mean loss and gradient.
+fn data_parallel_grads(
+    vqa: &Vqa<CpuBackend>,
+    vars: &[candle_core::Var],
+    first: u64,
+    o: &TrainOptions,
+    workers: usize,
+) -> Result<(f32, candle_core::backprop::GradStore)> {
+    let per = o.batch.div_ceil(workers);
+    let shards: Vec<std::ops::Range<u64>> = (0..workers)
+        .map(|w| {
+            let a = first + (w * per).min(o.batch) as u64;
+            let b = first + ((w + 1) * per).min(o.batch) as u64;
+            a..b
+        })
+        .filter(|r| !r.is_empty())
+        .collect();
+    let run = |r: std::ops::Range<u64>| -> Result<(f32, usize, candle_core::backprop::GradStore)> {
+        let b = batch::make_batch(vqa, Split::Train, r, o.turns)?;
+        let loss = batch_loss(vqa, &b)?;
+        let v = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        Ok((v, b.targets.len(), loss.backward()?))
+    };
+    let results: Vec<Result<(f32, usize, candle_core::backprop::GradStore)>> =
+        std::thread::scope(|s| {
+            let handles: Vec<_> = shards
+                .into_iter()
+                .map(|r| s.spawn(move || run(r)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(Error::Train("a training worker panicked".into())))
+                })
+                .collect()
+        });
+    let results = results.into_iter().collect::<Result<Vec<_>>>()?;
+    let total: usize = results.iter().map(|r| r.1).sum::<usize>().max(1);
+    let loss = results
+        .iter()
+        .map(|(l, n, _)| l * *n as f32)
+        .sum::<f32>()
+        / total as f32;
+    let mut it = results.into_iter();
+    let Some((_, n0, mut grads)) = it.next() else {
+        return Err(Error::Train("empty batch".into()));
+    };
+    let rest: Vec<_> = it.collect();
+    for v in vars {
+        let t = v.as_tensor();
+        let mut acc = match grads.get(t) {
+            Some(g) => Some(g.affine(n0 as f64 / total as f64, 0.0)?),
+            None => None,
+        };
+        for (_, n, g) in &rest {
+            if let Some(g) = g.get(t) {
+                let g = g.affine(*n as f64 / total as f64, 0.0)?;
+                acc = Some(match acc {
+                    Some(a) => (a + g)?,
+                    None => g,
+                });
+            }
+        }
+        if let Some(a) = acc {
+            grads.insert(t, a);
+        }
+    }
+    Ok((loss, grads))
 }
 
 fn clip_grad_norm(

@@ -60,6 +60,7 @@ impl<B: Backend> Idefics3<B> {
             Linear::load(p, "lm_head", t.hidden_size, t.vocab_size, false)?
         } else {
             Linear {
+                name: "lm_head".into(),
                 weight: Weight::Dense(text.embed.clone()),
                 bias: None,
                 in_features: t.hidden_size,

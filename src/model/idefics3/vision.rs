@@ -49,6 +49,7 @@ impl<B: Backend> VisionModel<B> {
             Init::Zeros,
         )?;
         let patch = Linear {
+            name: format!("{prefix}.embeddings.patch_embedding"),
             weight: Weight::Dense(conv),
             bias: Some(bias),
             in_features: c * ps * ps,

@@ -1,0 +1,267 @@
+//! From a model directory to the tensors of a quantized package: which linears are quantized,
+//! by which method, and how far each moved.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use half::f16;
+use safetensors::SafeTensors;
+
+use super::hqq::{self, HqqOptions};
+use super::mbq::{self, HostWeights, ScaleChoice};
+use super::packed::PackedTensor;
+use super::rtn;
+use super::spec::{Method, QuantSpec};
+use crate::backend::HostTensor;
+use crate::error::{Error, Result};
+use crate::model::idefics3::Idefics3Config;
+use crate::model::loader::{CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
+use crate::model::params::host_tensor_from_view;
+use crate::model::tokenizer::VqaTokenizer;
+use crate::package::PackageTensor;
+
+#[derive(Debug, Clone)]
+pub struct QuantizeOptions {
+    pub method: Method,
+    pub spec: QuantSpec,
+    /// MBQ calibration samples from the train split.
+    pub calib: usize,
+    /// Quantize the vision tower's linears too (default: language model only).
+    pub vision: bool,
+    pub hqq: HqqOptions,
+}
+
+/// One quantized linear and how far its weight moved.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LayerError {
+    pub name: String,
+    pub rows: usize,
+    pub cols: usize,
+    pub bits_per_weight: f64,
+    /// ||W - Ŵ||_F / ||W||_F against the original (unscaled) weight.
+    pub rel_frobenius: f64,
+    /// mean |W - Ŵ|.
+    pub mean_abs: f64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QuantizeReport {
+    pub method: Method,
+    pub bits: u32,
+    pub group: usize,
+    pub total_bytes: usize,
+    pub f16_total_bytes: usize,
+    /// Every `model.text_model.*` tensor (embeddings and norms included).
+    pub lm_bytes: usize,
+    pub lm_f16_bytes: usize,
+    /// Packed linears only, scales and zeros included.
+    pub bits_per_weight: f64,
+    pub layers: Vec<LayerError>,
+    pub mbq_scales: Vec<ScaleChoice>,
+    pub mbq_ratio_attn: Vec<f32>,
+    pub mbq_ratio_mlp: Vec<f32>,
+}
+
+pub struct Quantized {
+    pub config: serde_json::Value,
+    pub tokenizer: Vec<u8>,
+    pub tensors: Vec<(String, PackageTensor)>,
+    pub report: QuantizeReport,
+}
+
+/// Prefixes of the linears a method quantizes: the decoder's attention and MLP projections,
+/// plus the vision tower's when asked. lm_head, embeddings, the connector and norms stay f16.
+pub fn quantized_linears(cfg: &Idefics3Config, vision: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    for l in 0..cfg.text_config.num_hidden_layers {
+        let p = format!("model.text_model.layers.{l}");
+        for n in ["q_proj", "k_proj", "v_proj", "o_proj"] {
+            out.push(format!("{p}.self_attn.{n}"));
+        }
+        for n in ["gate_proj", "up_proj", "down_proj"] {
+            out.push(format!("{p}.mlp.{n}"));
+        }
+    }
+    if vision {
+        for l in 0..cfg.vision_config.num_hidden_layers {
+            let p = format!("model.vision_model.encoder.layers.{l}");
+            for n in ["q_proj", "k_proj", "v_proj", "out_proj"] {
+                out.push(format!("{p}.self_attn.{n}"));
+            }
+            for n in ["fc1", "fc2"] {
+                out.push(format!("{p}.mlp.{n}"));
+            }
+        }
+    }
+    out
+}
+
+fn read(dir: &Path, name: &str) -> Result<Vec<u8>> {
+    let p = dir.join(name);
+    std::fs::read(&p).map_err(|e| Error::Model {
+        path: p.display().to_string(),
+        msg: format!("cannot read {name}: {e}"),
+    })
+}
+
+fn host_weights(bytes: &[u8], file: &str) -> Result<HostWeights> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| Error::WeightsFile {
+        file: file.into(),
+        msg: e.to_string(),
+    })?;
+    let mut out = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        let shape = view.shape().to_vec();
+        out.insert(name.clone(), host_tensor_from_view(&name, &view, &shape)?);
+    }
+    Ok(out)
+}
+
+fn dims2(name: &str, t: &HostTensor) -> Result<(usize, usize)> {
+    match t.shape.as_slice() {
+        [r, c] => Ok((*r, *c)),
+        other => Err(Error::TensorShape {
+            name: name.into(),
+            expected: vec![0, 0],
+            found: other.to_vec(),
+        }),
+    }
+}
+
+/// Quantize the model in `dir`. `progress(stage, done, total)` reports each phase.
+pub fn quantize_dir(
+    dir: &Path,
+    o: &QuantizeOptions,
+    mut progress: impl FnMut(&str, usize, usize),
+) -> Result<Quantized> {
+    o.spec.validate()?;
+    let config_bytes = read(dir, CONFIG_FILE)?;
+    let tokenizer = read(dir, TOKENIZER_FILE)?;
+    let weights_bytes = read(dir, WEIGHTS_FILE)?;
+    let text = std::str::from_utf8(&config_bytes)
+        .map_err(|_| Error::Config("config.json is not UTF-8".into()))?;
+    let cfg = Idefics3Config::from_json(text)?;
+    let config: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+    // Loading the model first checks every tensor's name, shape and dtype against the config.
+    crate::model::loader::load_from_bytes(
+        crate::backend::cpu::CpuBackend::new(),
+        &config_bytes,
+        &tokenizer,
+        &weights_bytes,
+    )?;
+    let original = host_weights(&weights_bytes, WEIGHTS_FILE)?;
+    let mut w = original.clone();
+    let targets = quantized_linears(&cfg, o.vision);
+    for t in &targets {
+        let name = format!("{t}.weight");
+        let wt = mbq::get(&w, &name)?;
+        o.spec.check_k(&name, dims2(&name, wt)?.1)?;
+    }
+    let (mut scales, mut ra, mut rm) = (Vec::new(), Vec::new(), Vec::new());
+    if o.method == Method::Mbq {
+        let tok = VqaTokenizer::from_bytes(&tokenizer)?;
+        let cal = mbq::calibrate(&cfg, &tok, &weights_bytes, 0, o.calib, |d| {
+            progress("calibrate", d, o.calib)
+        })?;
+        scales = mbq::search_and_fold(&mut w, &cfg, &cal, o.spec, |d, n| {
+            progress("scale search", d, n)
+        })?;
+        ra = cal.ratio_attn;
+        rm = cal.ratio_mlp;
+    }
+    let mut packed: BTreeMap<String, PackedTensor> = BTreeMap::new();
+    let mut layers = Vec::new();
+    for (i, t) in targets.iter().enumerate() {
+        let name = format!("{t}.weight");
+        let wt = mbq::get(&w, &name)?;
+        let (rows, cols) = dims2(&name, wt)?;
+        let p = match o.method {
+            Method::Rtn | Method::Mbq => {
+                let mut p = rtn::quantize(&name, &wt.data, rows, cols, o.spec)?;
+                p.method = o.method;
+                p
+            }
+            Method::Hqq => hqq::quantize(&name, &wt.data, rows, cols, o.spec, &o.hqq)?,
+        };
+        layers.push(layer_error(&name, &original, &w, &p)?);
+        packed.insert(name, p);
+        progress("quantize", i + 1, targets.len());
+    }
+    let mut tensors = Vec::new();
+    let (mut total, mut f16_total, mut lm, mut lm_f16) = (0usize, 0usize, 0usize, 0usize);
+    let (mut packed_bytes, mut packed_weights) = (0usize, 0usize);
+    for (name, t) in w {
+        let f16_bytes = t.data.len() * 2;
+        let (bytes, pt) = match packed.remove(&name) {
+            Some(p) => {
+                packed_bytes += p.nbytes();
+                packed_weights += p.rows * p.cols;
+                (p.nbytes(), PackageTensor::Packed(p))
+            }
+            None => (
+                f16_bytes,
+                PackageTensor::Float {
+                    shape: t.shape.clone(),
+                    data: t.data.iter().map(|&v| f16::from_f32(v)).collect(),
+                },
+            ),
+        };
+        total += bytes;
+        f16_total += f16_bytes;
+        if name.starts_with("model.text_model.") {
+            lm += bytes;
+            lm_f16 += f16_bytes;
+        }
+        tensors.push((name, pt));
+    }
+    Ok(Quantized {
+        config,
+        tokenizer,
+        tensors,
+        report: QuantizeReport {
+            method: o.method,
+            bits: o.spec.bits,
+            group: o.spec.group,
+            total_bytes: total,
+            f16_total_bytes: f16_total,
+            lm_bytes: lm,
+            lm_f16_bytes: lm_f16,
+            bits_per_weight: packed_bytes as f64 * 8.0 / packed_weights.max(1) as f64,
+            layers,
+            mbq_scales: scales,
+            mbq_ratio_attn: ra,
+            mbq_ratio_mlp: rm,
+        },
+    })
+}
+
+/// Error of the packed weight against the original. For MBQ the packed tensor holds `W·diag(s)`
+/// and the folded previous op holds `1/s`; the effective weight is recovered by dividing the
+/// dequantized columns by `s = scaled / original` (exact up to float rounding).
+fn layer_error(
+    name: &str,
+    original: &HostWeights,
+    scaled: &HostWeights,
+    p: &PackedTensor,
+) -> Result<LayerError> {
+    let w0 = mbq::get(original, name)?;
+    let w1 = mbq::get(scaled, name)?;
+    let deq = p.dequantize();
+    let (mut num, mut den, mut abs) = (0f64, 0f64, 0f64);
+    for ((&a, &b), &q) in w0.data.iter().zip(&w1.data).zip(&deq) {
+        let eff = if a != 0.0 && b != 0.0 { q * a / b } else { q };
+        let d = (a - eff) as f64;
+        num += d * d;
+        den += (a as f64) * (a as f64);
+        abs += d.abs();
+    }
+    Ok(LayerError {
+        name: name.to_string(),
+        rows: p.rows,
+        cols: p.cols,
+        bits_per_weight: p.bits_per_weight(),
+        rel_frobenius: (num / den.max(1e-30)).sqrt(),
+        mean_abs: abs / deq.len().max(1) as f64,
+    })
+}
