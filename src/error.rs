@@ -69,6 +69,11 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A quantized package (`manifest.json` plus shards) is malformed, inconsistent or corrupt.
+    /// The message names the tensor or shard and the fix (usually: re-export or re-download).
+    #[error("package: {0}")]
+    Package(String),
+
     /// Invalid argument to a public API (bad split name, bad option value).
     #[error("{0}")]
     Invalid(String),

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod error;
 pub mod eval;
 pub mod model;
+pub mod package;
 pub mod quant;
 pub mod selector;
 #[cfg(all(feature = "cli", not(target_arch = "wasm32")))]
