@@ -18,7 +18,8 @@ use crate::quant::{kernels, PackedTensor};
 pub struct Observed {
     pub name: String,
     pub x: Tensor,
-    pub y: Tensor,
+    /// Zero variable added to the output; its gradient after `backward` is dL/d(output).
+    pub grad_probe: candle_core::Var,
 }
 
 /// Shared list the backend appends to; MBQ attaches one for its calibration passes.
@@ -176,7 +177,9 @@ impl Backend for CpuBackend {
                 msg: format!("input has {k} features, packed weight expects {}", w.cols),
             });
         }
-        let m = dims[..dims.len().saturating_sub(1)].iter().product::<usize>();
+        let m = dims[..dims.len().saturating_sub(1)]
+            .iter()
+            .product::<usize>();
         let xs = x
             .to_dtype(DType::F32)
             .and_then(|t| t.flatten_all())
@@ -195,16 +198,23 @@ impl Backend for CpuBackend {
         }
     }
 
-    fn observe_linear(&self, name: &str, x: &Tensor, y: &Tensor) {
-        if let Some(r) = &self.recorder {
-            if let Ok(mut list) = r.lock() {
-                list.push(Observed {
-                    name: name.to_string(),
-                    x: x.clone(),
-                    y: y.clone(),
-                });
-            }
+    fn observe_linear(&self, name: &str, x: &Tensor, y: Tensor) -> Result<Tensor> {
+        let Some(r) = &self.recorder else {
+            return Ok(y);
+        };
+        // candle's backward keeps gradients only for variables, so the output passes through
+        // `y + 0` with the zero a variable: its gradient is dL/dy.
+        let probe = candle_core::Var::zeros(y.dims(), y.dtype(), y.device())
+            .map_err(err("observe_linear"))?;
+        let out = (&y + probe.as_tensor()).map_err(err("observe_linear"))?;
+        if let Ok(mut list) = r.lock() {
+            list.push(Observed {
+                name: name.to_string(),
+                x: x.clone(),
+                grad_probe: probe,
+            });
         }
+        Ok(out)
     }
 
     fn rms_norm(&self, x: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {

@@ -14,8 +14,8 @@ pub mod cpu;
 
 use std::future::Future;
 
-use crate::quant::PackedTensor;
 use crate::error::Result;
+use crate::quant::PackedTensor;
 
 /// A host-side f32 tensor: the interchange format between loaders and backends.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,9 +91,17 @@ pub trait Backend: Clone + std::fmt::Debug {
         bias: Option<&Self::Tensor>,
     ) -> Result<Self::Tensor>;
 
-    /// Called by every [`crate::model::linear::Linear`] with its input and output. A no-op
-    /// except where a backend records activations for data-aware quantization (MBQ).
-    fn observe_linear(&self, _name: &str, _x: &Self::Tensor, _y: &Self::Tensor) {}
+    /// Called by every [`crate::model::linear::Linear`] with its input and output, and returns
+    /// the output to use. The identity except where a backend records activations for
+    /// data-aware quantization (MBQ), which adds a zero variable to catch the output's gradient.
+    fn observe_linear(
+        &self,
+        _name: &str,
+        _x: &Self::Tensor,
+        y: Self::Tensor,
+    ) -> Result<Self::Tensor> {
+        Ok(y)
+    }
 
     // ---- normalisation and activations (over the last dim) ----
     fn rms_norm(&self, x: &Self::Tensor, w: &Self::Tensor, eps: f32) -> Result<Self::Tensor>;

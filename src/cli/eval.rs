@@ -24,6 +24,13 @@ pub struct EvalArgs {
     /// Write the report (with every prediction) as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Compare variants of the model, e.g. `f16,rtn4,hqq4,mbq4,hqq3,mbq3,hqq2,mbq2`; missing
+    /// packages are built first (under --work).
+    #[arg(long)]
+    variants: Option<String>,
+    /// Where `--variants` keeps the packages it builds.
+    #[arg(long, default_value = "target/variants")]
+    work: PathBuf,
 }
 
 /// Greedy-answer the first `n` questions of `split` behind a progress bar (all commands that
@@ -60,6 +67,14 @@ pub fn run(a: EvalArgs) -> Result<()> {
             "the train split is unbounded; pass --limit".into(),
         ));
     }
+    if let Some(v) = &a.variants {
+        let rows = super::variants::run(&a.model.model, v, &a.work, split, n)?;
+        super::variants::print_table(&rows);
+        if let Some(p) = a.json {
+            write_json(&p, &rows)?;
+        }
+        return Ok(());
+    }
     let vqa = a.model.load()?;
     let r = evaluate_with_progress(&vqa, split, n)?;
     print_report(&r);
@@ -68,9 +83,14 @@ pub fn run(a: EvalArgs) -> Result<()> {
         crate::eval::accuracy::prior_only_accuracy(split, n) * 100.0
     );
     if let Some(p) = a.json {
-        let text = serde_json::to_string_pretty(&r).map_err(|e| Error::Invalid(e.to_string()))?;
-        std::fs::write(&p, text).map_err(|e| Error::io(p.display().to_string(), e))?;
-        println!("wrote {}", p.display());
+        write_json(&p, &r)?;
     }
+    Ok(())
+}
+
+fn write_json(p: &std::path::Path, v: &impl serde::Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(v).map_err(|e| Error::Invalid(e.to_string()))?;
+    std::fs::write(p, text).map_err(|e| Error::io(p.display().to_string(), e))?;
+    println!("wrote {}", p.display());
     Ok(())
 }

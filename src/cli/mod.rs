@@ -5,7 +5,9 @@ mod calibrate;
 mod dataset;
 mod demo;
 mod eval;
+mod quantize;
 mod train;
+mod variants;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +45,8 @@ enum Cmd {
     Demo(demo::DemoArgs),
     /// Write samples of a shapes split as PNG + questions.jsonl.
     Dataset(dataset::DatasetArgs),
+    /// Quantize a model (RTN, HQQ or MBQ at 8/4/3/2 bits) into a package directory.
+    Quantize(quantize::QuantizeArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -54,6 +58,7 @@ pub fn main() -> ExitCode {
         Cmd::Dataset(a) => dataset::run(a),
         Cmd::Calibrate(a) => calibrate::run(a),
         Cmd::Demo(a) => demo::run(a),
+        Cmd::Quantize(a) => quantize::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -67,13 +72,14 @@ pub fn main() -> ExitCode {
 /// Model directory argument shared by the commands.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArg {
-    /// Model directory (Hugging Face layout: config.json, tokenizer.json, model.safetensors).
+    /// Model directory (Hugging Face layout: config.json, tokenizer.json, model.safetensors)
+    /// or a quantized package directory (manifest.json + shards).
     #[arg(long, default_value = DEFAULT_MODEL_DIR)]
     pub model: PathBuf,
 }
 
 impl ModelArg {
     pub fn load(&self) -> Result<Vqa<CpuBackend>> {
-        crate::model::loader::load_dir(CpuBackend::new(), &self.model)
+        crate::model::loader::load_path(CpuBackend::new(), &self.model)
     }
 }

@@ -40,7 +40,13 @@ pub struct QuantizeArgs {
     out: PathBuf,
 }
 
-pub fn options(method: Method, bits: u32, group: usize, calib: usize, vision: bool) -> Result<QuantizeOptions> {
+pub fn options(
+    method: Method,
+    bits: u32,
+    group: usize,
+    calib: usize,
+    vision: bool,
+) -> Result<QuantizeOptions> {
     Ok(QuantizeOptions {
         method,
         spec: QuantSpec::new(bits, group)?,
@@ -53,7 +59,9 @@ pub fn options(method: Method, bits: u32, group: usize, calib: usize, vision: bo
 /// Quantize `model` into the package directory `out` behind a progress bar.
 pub fn build_package(model: &Path, o: &QuantizeOptions, out: &Path) -> Result<QuantizeReport> {
     let pb = ProgressBar::new(1);
-    if let Ok(s) = ProgressStyle::with_template("{elapsed_precise} {msg:>14} [{bar:30}] {pos}/{len}") {
+    if let Ok(s) =
+        ProgressStyle::with_template("{elapsed_precise} {msg:>14} [{bar:30}] {pos}/{len}")
+    {
         pb.set_style(s);
     }
     let q = quantize_dir(model, o, |stage, done, total| {
@@ -63,7 +71,8 @@ pub fn build_package(model: &Path, o: &QuantizeOptions, out: &Path) -> Result<Qu
     })?;
     pb.finish_and_clear();
     write_package(out, &q.config, &q.tokenizer, q.tensors, MAX_SHARD_BYTES)?;
-    let text = serde_json::to_string_pretty(&q.report).map_err(|e| Error::Invalid(e.to_string()))?;
+    let text =
+        serde_json::to_string_pretty(&q.report).map_err(|e| Error::Invalid(e.to_string()))?;
     let p = out.join(REPORT_FILE);
     std::fs::write(&p, text).map_err(|e| Error::io(p.display().to_string(), e))?;
     Ok(q.report)
@@ -90,7 +99,10 @@ pub fn run(a: QuantizeArgs) -> Result<()> {
     let method: Method = a.method.parse()?;
     let o = options(method, a.bits, a.group, a.calib, a.vision)?;
     let r = build_package(&a.model.model, &o, &a.out)?;
-    println!("{:<48} {:>11} {:>8} {:>10} {:>10}", "layer", "shape", "bits/w", "rel.err", "mean|dW|");
+    println!(
+        "{:<48} {:>11} {:>8} {:>10} {:>10}",
+        "layer", "shape", "bits/w", "rel.err", "mean|dW|"
+    );
     for l in &r.layers {
         println!(
             "{:<48} {:>11} {:>8.3} {:>10.4} {:>10.2e}",
@@ -102,7 +114,10 @@ pub fn run(a: QuantizeArgs) -> Result<()> {
         );
     }
     if !r.mbq_scales.is_empty() {
-        println!("MBQ vision/text ratio per layer (floored at median): attn {:?}, mlp {:?}", r.mbq_ratio_attn, r.mbq_ratio_mlp);
+        println!(
+            "MBQ vision/text ratio per layer (floored at median): attn {:?}, mlp {:?}",
+            r.mbq_ratio_attn, r.mbq_ratio_mlp
+        );
         for s in &r.mbq_scales {
             println!(
                 "  layer {} {:<36} alpha {:.2}  loss {:.3e} (alpha 0: {:.3e})",

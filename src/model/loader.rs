@@ -23,6 +23,13 @@ pub fn load_from_bytes<B: Backend>(
     let text = std::str::from_utf8(config)
         .map_err(|_| Error::Config("config.json is not UTF-8".into()))?;
     let cfg = Idefics3Config::from_json(text)?;
+    let tok = check_tokenizer(&cfg, tokenizer)?;
+    let mut params = SafetensorsParams::new(backend.clone(), WEIGHTS_FILE, weights)?;
+    let model = Idefics3::load(&mut params, &cfg)?;
+    Ok(Vqa::new(backend, model, tok))
+}
+
+fn check_tokenizer(cfg: &Idefics3Config, tokenizer: &[u8]) -> Result<VqaTokenizer> {
     let tok = VqaTokenizer::from_bytes(tokenizer)?;
     if tok.vocab_size() > cfg.text_config.vocab_size {
         return Err(Error::Tokenizer(format!(
@@ -37,9 +44,34 @@ pub fn load_from_bytes<B: Backend>(
             tok.special.image, cfg.image_token_id
         )));
     }
-    let mut params = SafetensorsParams::new(backend.clone(), WEIGHTS_FILE, weights)?;
+    Ok(tok)
+}
+
+/// Build a model from a package's manifest, tokenizer bytes and decoded tensors (the
+/// streaming reader's output, on the web or natively).
+pub fn load_from_package<B: Backend>(
+    backend: B,
+    manifest: &crate::package::Manifest,
+    tokenizer: &[u8],
+    tensors: Vec<crate::package::LoadedTensor>,
+) -> Result<Vqa<B>> {
+    let cfg = Idefics3Config::from_json(&manifest.config.to_string())?;
+    let tok = check_tokenizer(&cfg, tokenizer)?;
+    let mut params = crate::package::params::PackageParams::new(backend.clone(), tensors);
     let model = Idefics3::load(&mut params, &cfg)?;
+    params.check_all_used()?;
     Ok(Vqa::new(backend, model, tok))
+}
+
+/// A model directory or a quantized package directory, whichever `path` is.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn load_path<B: Backend>(backend: B, path: &std::path::Path) -> Result<Vqa<B>> {
+    if crate::package::is_package_dir(path) {
+        let (manifest, tokenizer, tensors) = crate::package::read_package_dir(path)?;
+        load_from_package(backend, &manifest, &tokenizer, tensors)
+    } else {
+        load_dir(backend, path)
+    }
 }
 
 #[cfg(not(target_arch = "wasm32"))]

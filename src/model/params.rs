@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::backend::{Backend, HostTensor};
-use crate::model::linear::Weight;
 use crate::error::{Error, Result};
+use crate::model::linear::Weight;
 
 /// How a freshly created parameter is initialised (ignored when loading).
 #[derive(Debug, Clone, Copy, PartialEq)]

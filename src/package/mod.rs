@@ -6,6 +6,7 @@
 
 pub mod codec;
 pub mod manifest;
+pub mod params;
 pub mod stream;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod writer;

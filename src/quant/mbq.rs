@@ -104,7 +104,9 @@ pub fn calibrate(
     mut progress: impl FnMut(usize),
 ) -> Result<Calibration> {
     if samples == 0 {
-        return Err(Error::Invalid("MBQ needs at least one calibration sample".into()));
+        return Err(Error::Invalid(
+            "MBQ needs at least one calibration sample".into(),
+        ));
     }
     let recorder = Arc::new(Mutex::new(Vec::<Observed>::new()));
     let backend = CpuBackend::recording(recorder.clone());
@@ -151,7 +153,7 @@ pub fn calibrate(
                 "mlp.down_proj" => 4,
                 _ => continue,
             };
-            let Some(g) = grads.get(&o.y) else {
+            let Some(g) = grads.get(o.grad_probe.as_tensor()) else {
                 return Err(Error::Invalid(format!(
                     "no gradient reached {}; cannot measure modality sensitivity",
                     o.name
@@ -210,7 +212,7 @@ pub struct ScaleChoice {
 }
 
 /// Modality-weighted mean absolute output error of `X · Ŵᵀ` against `y_ref`.
-fn weighted_error(y: &Tensor, y_ref: &Tensor, vision: &Tensor, r: f32) -> Result<f32> {
+pub fn weighted_error(y: &Tensor, y_ref: &Tensor, vision: &Tensor, r: f32) -> Result<f32> {
     let per_tok = (y - y_ref)?.abs()?.mean(1)?;
     let nv = vision.sum_all()?.to_scalar::<f32>()?;
     let n = per_tok.dims1()? as f32;
@@ -332,9 +334,10 @@ fn search_group(
 ) -> Result<ScaleChoice> {
     let dev = candle_core::Device::Cpu;
     let first = g.linears.first().cloned().unwrap_or_default();
-    let xs = cal.inputs.get(&first).ok_or_else(|| {
-        Error::Invalid(format!("no calibration inputs recorded for {first}"))
-    })?;
+    let xs = cal
+        .inputs
+        .get(&first)
+        .ok_or_else(|| Error::Invalid(format!("no calibration inputs recorded for {first}")))?;
     let cols = get(w, &format!("{first}.weight"))?.shape[1];
     let tokens = xs.len() / cols.max(1);
     let x = Tensor::from_slice(xs, (tokens, cols), &dev)?;
@@ -393,11 +396,9 @@ fn fold(w: &mut HostWeights, g: &Group, s: &[f32]) -> Result<()> {
             *v *= s[i % cols];
         }
     }
-    let prev = w
-        .get_mut(&g.prev)
-        .ok_or_else(|| Error::MissingTensor {
-            name: g.prev.clone(),
-        })?;
+    let prev = w.get_mut(&g.prev).ok_or_else(|| Error::MissingTensor {
+        name: g.prev.clone(),
+    })?;
     if g.prev_is_norm {
         for (v, si) in prev.data.iter_mut().zip(s) {
             *v /= si;

@@ -11,3 +11,5 @@ pub use spec::{Method, QuantSpec};
 pub mod kernels;
 #[cfg(all(feature = "cli", not(target_arch = "wasm32")))]
 pub mod mbq;
+#[cfg(all(feature = "cli", not(target_arch = "wasm32")))]
+pub mod pipeline;

@@ -63,6 +63,9 @@ pub struct QuantizeReport {
 }
 
 pub struct Quantized {
+    /// The float weights the packed tensors were rounded from: the original ones, except that
+    /// MBQ has folded its scales in. Kept so callers can measure output error.
+    pub scaled: HostWeights,
     pub config: serde_json::Value,
     pub tokenizer: Vec<u8>,
     pub tensors: Vec<(String, PackageTensor)>,
@@ -191,7 +194,8 @@ pub fn quantize_dir(
     let mut tensors = Vec::new();
     let (mut total, mut f16_total, mut lm, mut lm_f16) = (0usize, 0usize, 0usize, 0usize);
     let (mut packed_bytes, mut packed_weights) = (0usize, 0usize);
-    for (name, t) in w {
+    for (name, t) in &w {
+        let name = name.clone();
         let f16_bytes = t.data.len() * 2;
         let (bytes, pt) = match packed.remove(&name) {
             Some(p) => {
@@ -216,6 +220,7 @@ pub fn quantize_dir(
         tensors.push((name, pt));
     }
     Ok(Quantized {
+        scaled: w,
         config,
         tokenizer,
         tensors,
@@ -247,11 +252,10 @@ fn layer_error(
 ) -> Result<LayerError> {
     let w0 = mbq::get(original, name)?;
     let w1 = mbq::get(scaled, name)?;
-    let deq = p.dequantize();
+    let eff = effective_weight(&w0.data, &w1.data, p);
     let (mut num, mut den, mut abs) = (0f64, 0f64, 0f64);
-    for ((&a, &b), &q) in w0.data.iter().zip(&w1.data).zip(&deq) {
-        let eff = if a != 0.0 && b != 0.0 { q * a / b } else { q };
-        let d = (a - eff) as f64;
+    for (&a, &e) in w0.data.iter().zip(&eff) {
+        let d = (a - e) as f64;
         num += d * d;
         den += (a as f64) * (a as f64);
         abs += d.abs();
@@ -262,6 +266,16 @@ fn layer_error(
         cols: p.cols,
         bits_per_weight: p.bits_per_weight(),
         rel_frobenius: (num / den.max(1e-30)).sqrt(),
-        mean_abs: abs / deq.len().max(1) as f64,
+        mean_abs: abs / eff.len().max(1) as f64,
     })
+}
+
+/// The weight a packed tensor stands for in the original model's basis: the dequantized
+/// values with MBQ's folded scale (`scaled / original`, per element) divided back out.
+pub fn effective_weight(original: &[f32], scaled: &[f32], p: &PackedTensor) -> Vec<f32> {
+    p.dequantize()
+        .iter()
+        .zip(original.iter().zip(scaled))
+        .map(|(&q, (&a, &b))| if a != 0.0 && b != 0.0 { q * a / b } else { q })
+        .collect()
 }

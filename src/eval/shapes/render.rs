@@ -75,8 +75,8 @@ impl Size {
     }
     pub fn radius(self) -> f32 {
         match self {
-            Size::Small => 4.5,
-            Size::Large => 8.5,
+            Size::Small => 6.5,
+            Size::Large => 9.5,
         }
     }
 }

@@ -10,7 +10,9 @@ pub fn matmul_packed(x: &[f32], m: usize, w: &PackedTensor, out: &mut [f32]) -> 
     let d = w.dequantize();
     for i in 0..m {
         for r in 0..w.rows {
-            out[i * w.rows + r] = (0..w.cols).map(|c| x[i * w.cols + c] * d[r * w.cols + c]).sum();
+            out[i * w.rows + r] = (0..w.cols)
+                .map(|c| x[i * w.cols + c] * d[r * w.cols + c])
+                .sum();
         }
     }
     Ok(())
