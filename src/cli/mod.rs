@@ -1,6 +1,7 @@
-//! Command-line interface (native only): `train`, `ask`, `eval`.
+//! Command-line interface (native only): `train`, `ask`, `eval`, `bench`.
 
 mod ask;
+mod bench;
 mod calibrate;
 mod dataset;
 mod demo;
@@ -43,6 +44,8 @@ enum Cmd {
     Demo(demo::DemoArgs),
     /// Write samples of a shapes split as PNG + questions.jsonl.
     Dataset(dataset::DatasetArgs),
+    /// Performance measurements (`bench kernels`: fused int-N matmul vs candle and bandwidth).
+    Bench(bench::BenchArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -54,6 +57,7 @@ pub fn main() -> ExitCode {
         Cmd::Dataset(a) => dataset::run(a),
         Cmd::Calibrate(a) => calibrate::run(a),
         Cmd::Demo(a) => demo::run(a),
+        Cmd::Bench(a) => bench::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

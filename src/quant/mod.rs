@@ -2,6 +2,7 @@
 //! fused dequantize-and-multiply kernels.
 
 pub mod hqq;
+pub mod kernels;
 pub mod packed;
 pub mod rtn;
 pub mod spec;
