@@ -1,6 +1,7 @@
-//! Command-line interface (native only): `train`, `ask`, `eval`.
+//! Command-line interface (native only): `train`, `ask`, `eval`, `bench`.
 
 mod ask;
+mod bench;
 mod calibrate;
 mod dataset;
 mod demo;
@@ -47,6 +48,8 @@ enum Cmd {
     Dataset(dataset::DatasetArgs),
     /// Quantize a model (RTN, HQQ or MBQ at 8/4/3/2 bits) into a package directory.
     Quantize(quantize::QuantizeArgs),
+    /// Performance measurements (`bench kernels`: fused int-N matmul vs candle and bandwidth).
+    Bench(bench::BenchArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -59,6 +62,7 @@ pub fn main() -> ExitCode {
         Cmd::Calibrate(a) => calibrate::run(a),
         Cmd::Demo(a) => demo::run(a),
         Cmd::Quantize(a) => quantize::run(a),
+        Cmd::Bench(a) => bench::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

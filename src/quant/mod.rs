@@ -2,13 +2,13 @@
 //! fused dequantize-and-multiply kernels.
 
 pub mod hqq;
+pub mod kernels;
 pub mod packed;
 pub mod rtn;
 pub mod spec;
 
 pub use packed::PackedTensor;
 pub use spec::{Method, QuantSpec};
-pub mod kernels;
 #[cfg(all(feature = "cli", not(target_arch = "wasm32")))]
 pub mod mbq;
 #[cfg(all(feature = "cli", not(target_arch = "wasm32")))]
