@@ -139,6 +139,7 @@ fn pixel_shuffle_matches_transformers_index_map() {
     let (side, d, s) = (4, 3, 2);
     let x = host(&[1, side * side, d], 8);
     let proj = Linear::<CpuBackend> {
+        name: "proj".into(),
         weight: Weight::Dense(
             b.upload(&HostTensor::new(vec![1, d * s * s], vec![0.0; d * s * s]).unwrap())
                 .unwrap(),
@@ -242,5 +243,43 @@ fn gelu_is_the_tanh_approximation() {
             * v
             * (1.0 + ((2.0f32 / std::f32::consts::PI).sqrt() * (v + 0.044715 * v.powi(3))).tanh());
         assert!((o - want).abs() < 1e-5);
+    }
+}
+
+/// A packed weight through `Linear` (the fused CPU kernel) equals the dense layer holding its
+/// dequantized values, for every width, with a bias and a batch of rows.
+#[test]
+fn packed_linear_matches_dense_linear_of_its_dequantized_weight() {
+    use relvqa::quant::{rtn, QuantSpec};
+    let b = CpuBackend::new();
+    let (rows, cols) = (24, 128);
+    let w = rand_vec(rows * cols, 11);
+    let bias = b
+        .upload(&HostTensor::new(vec![rows], rand_vec(rows, 12)).unwrap())
+        .unwrap();
+    let x = b.upload(&host(&[2, 3, cols], 13)).unwrap();
+    for bits in [8, 4, 3, 2] {
+        let p = rtn::quantize("w", &w, rows, cols, QuantSpec::new(bits, 32).unwrap()).unwrap();
+        let dense = b
+            .upload(&HostTensor::new(vec![rows, cols], p.dequantize()).unwrap())
+            .unwrap();
+        let layer = |weight| Linear::<CpuBackend> {
+            name: "l".into(),
+            weight,
+            bias: Some(bias.clone()),
+            in_features: cols,
+            out_features: rows,
+        };
+        let want = read(&b, &layer(Weight::Dense(dense)).forward(&b, &x).unwrap());
+        let got_t = layer(Weight::Packed(b.upload_packed(&p).unwrap()))
+            .forward(&b, &x)
+            .unwrap();
+        assert_eq!(b.shape(&got_t), vec![2, 3, rows]);
+        let got = read(&b, &got_t);
+        // The kernel rounds activations to int8 per 32 values (as llama.cpp's Q4_0 path does).
+        let scale = want.iter().map(|v| v.abs()).fold(0f32, f32::max);
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() <= 0.02 * scale, "{bits}-bit: {g} vs {w}");
+        }
     }
 }
