@@ -84,11 +84,11 @@ pub struct VariantResult {
 
 /// Packages are cached under `work/<first 12 hex of the weights' sha256>/<variant>`, so a
 /// retrained model never reuses another model's packages.
-fn package_dir(model: &Path, work: &Path, v: &Variant) -> Result<PathBuf> {
+fn package_root(model: &Path, work: &Path) -> Result<PathBuf> {
     let w = model.join(WEIGHTS_FILE);
     let bytes = std::fs::read(&w).map_err(|e| Error::io(w.display().to_string(), e))?;
     let hash = hex::encode(Sha256::digest(&bytes));
-    Ok(work.join(&hash[..12]).join(v.name()))
+    Ok(work.join(&hash[..12]))
 }
 
 fn dir_bytes(dir: &Path) -> u64 {
@@ -119,6 +119,7 @@ pub fn run(
         .filter(|s| !s.trim().is_empty())
         .map(Variant::parse)
         .collect::<Result<_>>()?;
+    let root = package_root(model, work)?;
     let mut out = Vec::new();
     for v in vs {
         let (path, lm_bytes) = match &v {
@@ -128,7 +129,7 @@ pub fn run(
                 bits,
                 group,
             } => {
-                let dir = package_dir(model, work, &v)?;
+                let dir = root.join(v.name());
                 let report = dir.join(super::quantize::REPORT_FILE);
                 if !dir.join(MANIFEST_FILE).exists() || !report.exists() {
                     eprintln!("building {} -> {}", v.name(), dir.display());
