@@ -6,9 +6,11 @@ pub mod backend;
 pub mod cli;
 pub mod error;
 pub mod eval;
+pub mod metrics;
 pub mod model;
 pub mod package;
 pub mod quant;
+pub mod report;
 pub mod selector;
 #[cfg(all(feature = "cli", not(target_arch = "wasm32")))]
 pub mod train;

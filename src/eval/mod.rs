@@ -1,4 +1,5 @@
 //! Datasets and evaluation.
 
 pub mod accuracy;
+pub mod ood;
 pub mod shapes;

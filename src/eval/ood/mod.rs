@@ -1,0 +1,1 @@
+//! Out-of-distribution test sets. Filled in by the OOD work.

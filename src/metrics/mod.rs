@@ -1,0 +1,1 @@
+//! Reliability metrics (no model dependency; also used from wasm). Filled in by the metrics work.

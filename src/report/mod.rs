@@ -1,0 +1,1 @@
+//! Report rendering (plots). Filled in by the plots work.
