@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 MODEL ?= models/default
 
-.PHONY: demo test setup test-native test-wasm lint
+.PHONY: demo test setup test-native test-wasm lint easy-vqa
 
 demo:
 	$(CARGO) build --release
@@ -17,7 +17,15 @@ setup:
 
 test: setup test-native test-wasm lint
 
-test-native:
+# easy-VQA (PyPI, MIT): the external OOD test set, read by src/eval/ood/easyvqa.rs.
+EASY_VQA_DIR ?= .cache/easy-vqa
+
+easy-vqa: $(EASY_VQA_DIR)/easy_vqa/data/test/questions.json
+
+$(EASY_VQA_DIR)/easy_vqa/data/test/questions.json:
+	python3 -m pip install --quiet --no-deps --target $(EASY_VQA_DIR) easy-vqa==1.0
+
+test-native: easy-vqa
 	$(CARGO) test --release
 
 test-wasm:

@@ -77,6 +77,16 @@ pub enum Error {
     /// Invalid argument to a public API (bad split name, bad option value).
     #[error("{0}")]
     Invalid(String),
+
+    /// Reliability metrics got unusable input (length mismatch, empty split, NaN or
+    /// out-of-range values); the message names the first bad question index.
+    #[error("metrics: {0}")]
+    Metrics(String),
+
+    /// An external dataset (easy-VQA) is not installed, or its files are malformed. The message
+    /// names the file and the fix (usually `make easy-vqa`).
+    #[error("dataset: {0}")]
+    Dataset(String),
 }
 
 impl Error {

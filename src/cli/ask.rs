@@ -12,6 +12,9 @@ use crate::backend::HostTensor;
 use crate::error::{Error, Result};
 use crate::model::generate::Vqa;
 use crate::model::image::{decode_image, image_to_pixels};
+use crate::selector::features::features;
+use crate::selector::mlp::Selector;
+use crate::selector::store;
 use crate::selector::threshold::Calibration;
 
 #[derive(clap::Args, Debug)]
@@ -36,13 +39,17 @@ pub struct AskArgs {
 #[derive(Debug, Serialize)]
 pub struct Decision {
     pub answer: String,
-    pub confidence: f32,
+    pub confidence: f64,
+    /// `selector` when the model ships a Selector, else `maxprob`.
     pub confidence_source: &'static str,
     pub abstain: bool,
     /// Threshold for `risk`; null when the model has no calibration or no threshold reaches it.
-    pub threshold: Option<f32>,
+    pub threshold: Option<f64>,
     pub risk: f64,
     pub calibrated: bool,
+    /// MaxProb beside the Selector, so the two can be compared on one answer.
+    pub maxprob: f64,
+    pub selector: Option<f64>,
     pub token_probs: Vec<f32>,
     pub timings_ms: serde_json::Value,
 }
@@ -55,8 +62,9 @@ impl Decision {
                 .threshold
                 .map_or("every threshold".into(), |t| format!("{t:.3}"));
             format!(
-                "abstain (would say `{}`): confidence {:.3} is below {t}, the threshold for {:.0}% risk",
+                "abstain (would say `{}`): {} confidence {:.3} is below {t}, the threshold for {:.0}% risk",
                 self.answer,
+                self.confidence_source,
                 self.confidence,
                 self.risk * 100.0
             )
@@ -69,9 +77,30 @@ impl Decision {
     }
 }
 
+/// What decides whether to answer: the Selector with its own thresholds when the model ships
+/// one, else MaxProb with `calibration.json`'s.
+#[derive(Debug, Clone, Default)]
+pub struct Confidence {
+    pub selector: Option<Selector>,
+    pub maxprob_calibration: Option<Calibration>,
+}
+
+impl Confidence {
+    pub fn load(dir: &std::path::Path, hidden_size: usize) -> Result<Self> {
+        let selector = store::load(dir)?;
+        if let Some(s) = &selector {
+            s.check_model(hidden_size)?;
+        }
+        Ok(Self {
+            selector,
+            maxprob_calibration: load_calibration(dir)?,
+        })
+    }
+}
+
 pub fn decide(
     vqa: &Vqa<CpuBackend>,
-    cal: Option<&Calibration>,
+    conf: &Confidence,
     px: &HostTensor,
     question: &str,
     risk: f64,
@@ -79,7 +108,15 @@ pub fn decide(
     let t = Instant::now();
     let g = pollster::block_on(vqa.answer(px, question))?;
     let gen_ms = t.elapsed().as_secs_f64() * 1e3;
-    let confidence = g.maxprob();
+    let maxprob = g.maxprob() as f64;
+    let selector = match &conf.selector {
+        Some(s) => Some(s.confidence(&features(&g)?)? as f64),
+        None => None,
+    };
+    let (confidence, source, cal) = match (&conf.selector, selector) {
+        (Some(s), Some(c)) => (c, "selector", Some(&s.meta.calibration)),
+        _ => (maxprob, "maxprob", conf.maxprob_calibration.as_ref()),
+    };
     let (threshold, abstain) = match cal {
         Some(c) => (c.threshold(risk)?.threshold, c.abstain(confidence, risk)?),
         None => (None, false),
@@ -87,11 +124,13 @@ pub fn decide(
     Ok(Decision {
         answer: g.text,
         confidence,
-        confidence_source: "maxprob",
+        confidence_source: source,
         abstain,
         threshold,
         risk,
         calibrated: cal.is_some(),
+        maxprob,
+        selector,
         token_probs: g.token_probs,
         timings_ms: serde_json::json!({ "generate": gen_ms }),
     })
@@ -100,7 +139,7 @@ pub fn decide(
 pub fn run(a: AskArgs) -> Result<()> {
     let t0 = Instant::now();
     let vqa = a.model.load()?;
-    let calibration = load_calibration(&a.model.model)?;
+    let confidence = Confidence::load(&a.model.model, vqa.model.cfg.text_config.hidden_size)?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let t1 = Instant::now();
     let bytes = std::fs::read(&a.image).map_err(|e| Error::io(a.image.display().to_string(), e))?;
@@ -108,7 +147,7 @@ pub fn run(a: AskArgs) -> Result<()> {
         decode_image(&bytes).map_err(|e| Error::Image(format!("{}: {e}", a.image.display())))?;
     let px = image_to_pixels(&img, vqa.model.cfg.vision_config.image_size)?;
     let pre_ms = t1.elapsed().as_secs_f64() * 1e3;
-    let mut d = decide(&vqa, calibration.as_ref(), &px, &a.question, a.risk)?;
+    let mut d = decide(&vqa, &confidence, &px, &a.question, a.risk)?;
     d.timings_ms["load"] = load_ms.into();
     d.timings_ms["preprocess"] = pre_ms.into();
     if a.json {
@@ -118,8 +157,12 @@ pub fn run(a: AskArgs) -> Result<()> {
         );
     } else {
         println!("{}", d.describe());
-        if calibration.is_none() {
-            println!("note: no calibration.json beside the model, so no abstain threshold; run `relvqa calibrate`");
+        if !d.calibrated {
+            println!(
+                "note: the model has no Selector or calibration.json, so no abstain threshold; \
+                 run `relvqa selector train --model {}`",
+                a.model.model.display()
+            );
         }
     }
     Ok(())

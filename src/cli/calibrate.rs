@@ -26,9 +26,17 @@ pub fn calibrate(
     limit: usize,
 ) -> Result<(Calibration, EvalReport)> {
     let report = super::eval::evaluate_with_progress(vqa, Split::Val, limit)?;
-    let conf: Vec<f32> = report.predictions.iter().map(|p| p.maxprob).collect();
-    let ok: Vec<bool> = report.predictions.iter().map(|p| p.correct).collect();
-    let cal = Calibration::fit("maxprob", Split::Val.name(), &conf, &ok)?;
+    let conf: Vec<f64> = report
+        .predictions
+        .iter()
+        .map(|p| p.maxprob as f64)
+        .collect();
+    let acc: Vec<f64> = report
+        .predictions
+        .iter()
+        .map(|p| if p.correct { 1.0 } else { 0.0 })
+        .collect();
+    let cal = Calibration::fit("maxprob", Split::Val.name(), &conf, &acc)?;
     let p = dir.join(CALIBRATION_FILE);
     let text = serde_json::to_string_pretty(&cal).map_err(|e| Error::Invalid(e.to_string()))?;
     std::fs::write(&p, text).map_err(|e| Error::io(p.display().to_string(), e))?;
@@ -52,6 +60,12 @@ pub fn print_calibration(c: &Calibration) {
             t.coverage * 100.0,
             t.risk * 100.0
         );
+    }
+    for (c, t) in &c.phi {
+        let th = t
+            .threshold
+            .map_or("abstain always".to_string(), |t| format!("{t:.4}"));
+        println!("  best Phi_{c}: threshold {th}, Phi {:.2}%", t.phi * 100.0);
     }
 }
 

@@ -3,8 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::ask::decide;
-use super::calibrate::load_calibration;
+use super::ask::{decide, Confidence};
 use super::ModelArg;
 use crate::error::{Error, Result};
 use crate::eval::shapes::{self, Split};
@@ -25,12 +24,16 @@ pub struct DemoArgs {
 
 pub fn run(a: DemoArgs) -> Result<()> {
     let vqa = a.model.load()?;
-    let cal = load_calibration(&a.model.model)?;
+    let conf = Confidence::load(&a.model.model, vqa.model.cfg.text_config.hidden_size)?;
     std::fs::create_dir_all(&a.out).map_err(|e| Error::io(a.out.display().to_string(), e))?;
     println!(
         "model {} ({}), risk target {:.0}%\n",
         a.model.model.display(),
-        cal.as_ref().map_or("uncalibrated", |_| "calibrated"),
+        match (&conf.selector, &conf.maxprob_calibration) {
+            (Some(_), _) => "confidence from its Selector",
+            (None, Some(_)) => "confidence from MaxProb",
+            (None, None) => "uncalibrated",
+        },
         a.risk * 100.0
     );
     for i in 0..a.n {
@@ -40,7 +43,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
             .save(&p)
             .map_err(|e| Error::Image(format!("{}: {e}", p.display())))?;
         let px = image_to_pixels(&s.image, vqa.model.cfg.vision_config.image_size)?;
-        let d = decide(&vqa, cal.as_ref(), &px, &s.question.text, a.risk)?;
+        let d = decide(&vqa, &conf, &px, &s.question.text, a.risk)?;
         println!(
             "{}\n  Q: {}  (true answer: {})\n  A: {}\n",
             p.display(),

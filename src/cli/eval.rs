@@ -8,6 +8,7 @@ use super::ModelArg;
 use crate::backend::cpu::CpuBackend;
 use crate::error::{Error, Result};
 use crate::eval::accuracy::{evaluate, EvalReport};
+use crate::eval::ood::EasyVqa;
 use crate::eval::shapes::Split;
 use crate::model::generate::Vqa;
 
@@ -31,6 +32,23 @@ pub struct EvalArgs {
     /// Where `--variants` keeps the packages it builds.
     #[arg(long, default_value = "target/variants")]
     work: PathBuf,
+    /// Write the reliability report (report.json, report.md, plots, predictions) into this
+    /// directory: Selectors, risk-coverage metrics and OOD mixtures for every variant.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// OOD shares of the test mixtures, in percent (with --out).
+    #[arg(long, default_value = "0,25,50,75,100")]
+    ood: String,
+    /// Val questions for thresholds (with --out).
+    #[arg(long, default_value_t = 2000)]
+    val: usize,
+    /// Dev questions a missing Selector is trained on (with --out).
+    #[arg(long, default_value_t = 4000)]
+    dev: usize,
+    /// The easy-VQA data directory (default: $RELVQA_EASY_VQA or .cache/easy-vqa/easy_vqa/data,
+    /// where `make easy-vqa` installs it).
+    #[arg(long)]
+    easy_vqa: Option<PathBuf>,
 }
 
 /// Greedy-answer the first `n` questions of `split` behind a progress bar (all commands that
@@ -66,6 +84,26 @@ pub fn run(a: EvalArgs) -> Result<()> {
         return Err(Error::Invalid(
             "the train split is unbounded; pass --limit".into(),
         ));
+    }
+    if let Some(out) = &a.out {
+        if split != Split::Test {
+            return Err(Error::Invalid(
+                "the report (--out) always scores the test split; drop --split".into(),
+            ));
+        }
+        let o = super::report::ReportOptions {
+            model: a.model.model.clone(),
+            variants: a.variants.clone().unwrap_or_else(|| "f16".into()),
+            work: a.work.clone(),
+            test_n: n,
+            val_n: a.val,
+            dev_n: a.dev,
+            ood: super::report::parse_ood(&a.ood)?,
+            out: out.clone(),
+            easy_vqa: a.easy_vqa.clone().unwrap_or_else(EasyVqa::default_dir),
+        };
+        super::report::run(&o)?;
+        return Ok(());
     }
     if let Some(v) = &a.variants {
         let rows = super::variants::run(&a.model.model, v, &a.work, split, n)?;

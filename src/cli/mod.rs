@@ -7,6 +7,11 @@ mod dataset;
 mod demo;
 mod eval;
 mod quantize;
+mod report;
+mod report_md;
+mod report_plots;
+mod scoring;
+mod selector;
 mod train;
 mod variants;
 
@@ -48,6 +53,8 @@ enum Cmd {
     Dataset(dataset::DatasetArgs),
     /// Quantize a model (RTN, HQQ or MBQ at 8/4/3/2 bits) into a package directory.
     Quantize(quantize::QuantizeArgs),
+    /// Train a model's Selector (learned confidence) and store it with the model.
+    Selector(selector::SelectorArgs),
     /// Performance measurements (`bench kernels`: fused int-N matmul vs candle and bandwidth).
     Bench(bench::BenchArgs),
 }
@@ -63,6 +70,7 @@ pub fn main() -> ExitCode {
         Cmd::Demo(a) => demo::run(a),
         Cmd::Quantize(a) => quantize::run(a),
         Cmd::Bench(a) => bench::run(a),
+        Cmd::Selector(a) => selector::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -98,7 +98,9 @@ fn dir_bytes(dir: &Path) -> u64 {
                 .filter(|e| {
                     let n = e.file_name();
                     let n = n.to_string_lossy();
-                    n.ends_with(".safetensors") || n.ends_with(".bin")
+                    // Weights only: the Selector file beside them is not model memory.
+                    (n.ends_with(".safetensors") || n.ends_with(".bin"))
+                        && n != crate::selector::store::SELECTOR_FILE
                 })
                 .filter_map(|e| e.metadata().ok())
                 .map(|m| m.len())
@@ -107,22 +109,37 @@ fn dir_bytes(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-pub fn run(
-    model: &Path,
-    variants: &str,
-    work: &Path,
-    split: Split,
-    n: usize,
-) -> Result<Vec<VariantResult>> {
+pub fn parse_list(variants: &str) -> Result<Vec<Variant>> {
     let vs: Vec<Variant> = variants
         .split(',')
         .filter(|s| !s.trim().is_empty())
         .map(Variant::parse)
         .collect::<Result<_>>()?;
+    if vs.is_empty() {
+        return Err(Error::Invalid(
+            "--variants lists no variant; e.g. --variants f16,hqq4,mbq4".into(),
+        ));
+    }
+    Ok(vs)
+}
+
+/// A variant ready to load: its directory and sizes.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub variant: Variant,
+    pub path: PathBuf,
+    /// Bytes of the weight files on disk.
+    pub total_bytes: u64,
+    /// Language-model bytes from the quantize report (quantized variants only).
+    pub lm_bytes: Option<u64>,
+}
+
+/// Build the packages of `vs` that are missing under `work` (keyed by the weights' hash).
+pub fn prepare(model: &Path, vs: &[Variant], work: &Path) -> Result<Vec<Prepared>> {
     let root = package_root(model, work)?;
     let mut out = Vec::new();
     for v in vs {
-        let (path, lm_bytes) = match &v {
+        let (path, lm_bytes) = match v {
             Variant::F16 => (model.to_path_buf(), None),
             Variant::Quant {
                 method,
@@ -142,14 +159,34 @@ pub fn run(
                 (dir, r.get("lm_bytes").and_then(|x| x.as_u64()))
             }
         };
-        let vqa = load_path(CpuBackend::new(), &path)?;
-        eprintln!("evaluating {}", v.name());
+        out.push(Prepared {
+            variant: v.clone(),
+            total_bytes: dir_bytes(&path),
+            path,
+            lm_bytes,
+        });
+    }
+    Ok(out)
+}
+
+pub fn run(
+    model: &Path,
+    variants: &str,
+    work: &Path,
+    split: Split,
+    n: usize,
+) -> Result<Vec<VariantResult>> {
+    let prepared = prepare(model, &parse_list(variants)?, work)?;
+    let mut out = Vec::new();
+    for p in prepared {
+        let vqa = load_path(CpuBackend::new(), &p.path)?;
+        eprintln!("evaluating {}", p.variant.name());
         let r: EvalReport = evaluate_with_progress(&vqa, split, n)?;
         out.push(VariantResult {
-            variant: v.name(),
-            path: path.display().to_string(),
-            total_bytes: dir_bytes(&path),
-            lm_bytes,
+            variant: p.variant.name(),
+            path: p.path.display().to_string(),
+            total_bytes: p.total_bytes,
+            lm_bytes: p.lm_bytes,
             accuracy: r.accuracy,
             per_family: r
                 .per_family

@@ -10,40 +10,8 @@ use crate::error::Result;
 use crate::model::generate::Vqa;
 use crate::model::image::image_to_pixels;
 
-/// The standard VQA answer normalisation, reduced to what single-word answers need: lower case,
-/// punctuation stripped, articles dropped, number words mapped to digits.
-pub fn normalize_answer(a: &str) -> String {
-    let lower = a.to_lowercase();
-    let cleaned: String = lower
-        .chars()
-        .map(|c| {
-            if c.is_alphanumeric() || c.is_whitespace() {
-                c
-            } else {
-                ' '
-            }
-        })
-        .collect();
-    let words: Vec<&str> = cleaned
-        .split_whitespace()
-        .filter(|w| !matches!(*w, "a" | "an" | "the"))
-        .map(|w| match w {
-            "none" | "zero" => "0",
-            "one" => "1",
-            "two" => "2",
-            "three" => "3",
-            "four" => "4",
-            "five" => "5",
-            "six" => "6",
-            "seven" => "7",
-            "eight" => "8",
-            "nine" => "9",
-            "ten" => "10",
-            other => other,
-        })
-        .collect();
-    words.join(" ")
-}
+// Moved to the metrics layer, which must not depend on the model; re-exported for callers.
+pub use crate::metrics::accuracy::normalize_answer;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Prediction {

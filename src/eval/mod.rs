@@ -2,4 +2,5 @@
 
 pub mod accuracy;
 pub mod ood;
+pub mod predict;
 pub mod shapes;

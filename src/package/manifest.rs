@@ -38,6 +38,10 @@ pub struct Manifest {
     pub tokenizer: FileEntry,
     pub shards: Vec<ShardEntry>,
     pub tensors: Vec<TensorEntry>,
+    /// Further files that belong to this model, with checksums: the Selector and the MaxProb
+    /// calibration, so a browser can fetch and verify them like the weights.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileEntry>,
 }
 
 /// A file beside the manifest with its checksum (the tokenizer).
@@ -272,7 +276,30 @@ impl Manifest {
         check_file_name("tokenizer", &self.tokenizer.file)?;
         parse_sha256("tokenizer", &self.tokenizer.sha256)?;
         self.validate_shards()?;
+        self.validate_files()?;
         self.validate_tensors()
+    }
+
+    fn validate_files(&self) -> Result<()> {
+        let mut seen: HashSet<&str> = self.shards.iter().map(|s| s.file.as_str()).collect();
+        seen.insert(self.tokenizer.file.as_str());
+        seen.insert(MANIFEST_FILE);
+        for f in &self.files {
+            let what = format!("file `{}`", f.file);
+            check_file_name(&what, &f.file)?;
+            parse_sha256(&what, &f.sha256)?;
+            if !seen.insert(f.file.as_str()) {
+                return Err(package_err(format!(
+                    "{what}: file name is used twice in the manifest"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The checksum entry of an extra file, if the manifest lists it.
+    pub fn file(&self, name: &str) -> Option<&FileEntry> {
+        self.files.iter().find(|f| f.file == name)
     }
 
     fn validate_shards(&self) -> Result<()> {

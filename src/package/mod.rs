@@ -5,6 +5,8 @@
 //! directory, are native helpers over the same reader, so both paths verify the same way.
 
 pub mod codec;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod extra;
 pub mod manifest;
 pub mod params;
 pub mod stream;
@@ -12,6 +14,8 @@ pub mod stream;
 pub mod writer;
 
 pub use codec::{LoadedTensor, PackageTensor, TensorData};
+#[cfg(not(target_arch = "wasm32"))]
+pub use extra::{read_model_file, write_model_file};
 pub use manifest::{
     Encoding, FileEntry, FloatDtype, Manifest, QuantEncoding, ShardEntry, TensorEntry,
     MANIFEST_FILE, MAX_SHARD_BYTES,

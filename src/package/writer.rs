@@ -198,6 +198,7 @@ pub fn write_package(
         tokenizer,
         shards,
         tensors: entries,
+        files: Vec::new(),
     };
     manifest.validate()?;
     remove_stale_shards(dir, &manifest)?;
@@ -218,4 +219,48 @@ fn remove_stale_shards(dir: &Path, manifest: &Manifest) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Add (or replace) an extra file in a package directory and list it, with its sha256, in the
+/// manifest. The file lands before the manifest names it, so a crash between the two leaves
+/// an unlisted file, never a listed file with the wrong bytes.
+pub fn attach_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<Manifest> {
+    let manifest_path = dir.join(MANIFEST_FILE);
+    let text =
+        fs::read(&manifest_path).map_err(|e| Error::io(manifest_path.display().to_string(), e))?;
+    let mut manifest = Manifest::from_json(&text)?;
+    let entry = FileEntry {
+        file: name.into(),
+        sha256: hex::encode(Sha256::digest(bytes)),
+    };
+    manifest.files.retain(|f| f.file != name);
+    manifest.files.push(entry);
+    manifest.validate()?;
+    write_atomic(&dir.join(name), bytes)?;
+    write_atomic(&manifest_path, &manifest.to_json()?)?;
+    Ok(manifest)
+}
+
+/// Read an extra file of a package, checked against the manifest's sha256. `None` when the
+/// manifest does not list it.
+pub fn read_listed_file(dir: &Path, name: &str) -> Result<Option<Vec<u8>>> {
+    let manifest_path = dir.join(MANIFEST_FILE);
+    let text =
+        fs::read(&manifest_path).map_err(|e| Error::io(manifest_path.display().to_string(), e))?;
+    let manifest = Manifest::from_json(&text)?;
+    let Some(entry) = manifest.file(name) else {
+        return Ok(None);
+    };
+    let path = dir.join(name);
+    let bytes = fs::read(&path).map_err(|e| Error::io(path.display().to_string(), e))?;
+    let got = hex::encode(Sha256::digest(&bytes));
+    if got != entry.sha256 {
+        return Err(Error::Package(format!(
+            "{}: sha256 is {got}, the manifest says {}; the file is corrupt or from another \
+             run — re-download the package or retrain the Selector",
+            path.display(),
+            entry.sha256
+        )));
+    }
+    Ok(Some(bytes))
 }

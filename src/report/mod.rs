@@ -1,1 +1,8 @@
-//! Report rendering (plots). Filled in by the plots work.
+//! Report rendering: the charts of the evaluation report, drawn by one code for the native CLI
+//! (SVG + PNG files) and the browser page (SVG strings).
+
+pub mod plot;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub use plot::{render_png, write_chart};
+pub use plot::{render_svg, Chart, Mark, Series};

@@ -2,13 +2,14 @@
 //!
 //! Risk at threshold `t` is the error rate among questions answered with confidence `>= t`.
 //! Questions with equal confidence are answered or abstained together (a threshold cannot split
-//! a tie), so the walk below only stops between distinct confidence values.
+//! a tie), so thresholds only fall between distinct confidence values.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::metrics::{best_phi_threshold, coverage_at_risk, PHI_COSTS};
 
 pub const CALIBRATION_FILE: &str = "calibration.json";
 /// Target risks a calibration stores thresholds for.
@@ -16,51 +17,40 @@ pub const TARGET_RISKS: [f64; 4] = [0.01, 0.05, 0.10, 0.20];
 
 /// Lowest threshold whose answered set has risk `<= target` (maximal coverage). Returns
 /// `(threshold, coverage, risk)`; `None` when even the most confident tie group is too risky
-/// (abstain on everything, coverage 0).
+/// (abstain on everything, coverage 0). A thin wrapper so the calibration stored beside the
+/// weights and the reported C@R are one computation
+/// ([`coverage_at_risk`](crate::metrics::coverage_at_risk)).
 pub fn threshold_for_risk(
     conf: &[f32],
     correct: &[bool],
     target: f64,
 ) -> Result<(Option<f32>, f64, f64)> {
-    if conf.len() != correct.len() || conf.is_empty() {
-        return Err(Error::Invalid(format!(
-            "{} confidences vs {} labels",
-            conf.len(),
-            correct.len()
-        )));
-    }
-    let mut order: Vec<usize> = (0..conf.len()).collect();
-    order.sort_by(|&a, &b| conf[b].total_cmp(&conf[a]));
-    let n = conf.len() as f64;
-    let mut best = (None, 0.0, 0.0);
-    let (mut answered, mut errors) = (0usize, 0usize);
-    let mut i = 0;
-    while i < order.len() {
-        let c = conf[order[i]];
-        while i < order.len() && conf[order[i]] == c {
-            answered += 1;
-            errors += (!correct[order[i]]) as usize;
-            i += 1;
-        }
-        let risk = errors as f64 / answered as f64;
-        if risk <= target {
-            best = (Some(c), answered as f64 / n, risk);
-        }
-    }
-    Ok(best)
+    let conf: Vec<f64> = conf.iter().map(|&c| f64::from(c)).collect();
+    let acc: Vec<f64> = correct.iter().map(|&ok| f64::from(u8::from(ok))).collect();
+    let c = coverage_at_risk(&conf, &acc, target)?;
+    // The threshold is one of the f32 inputs widened, so narrowing it back is exact.
+    Ok((c.threshold.map(|t| t as f32), c.coverage, c.risk))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RiskThreshold {
     /// Answer when confidence `>=` this; `None`: no threshold reaches the risk, always abstain.
-    pub threshold: Option<f32>,
+    pub threshold: Option<f64>,
     /// Coverage and risk on the calibration split at that threshold.
     pub coverage: f64,
     pub risk: f64,
 }
 
-/// Thresholds of one confidence source, chosen on one split; stored beside the weights.
+/// The threshold that maximised effective reliability Phi_c on the calibration split.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PhiThreshold {
+    /// `None`: abstaining on everything scored best.
+    pub threshold: Option<f64>,
+    pub phi: f64,
+}
+
+/// Thresholds of one confidence source, chosen on one split; stored beside the weights.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Calibration {
     pub confidence_source: String,
     pub split: String,
@@ -68,6 +58,10 @@ pub struct Calibration {
     pub accuracy: f64,
     /// Keyed by the target risk in whole percent (1, 5, 10, 20).
     pub thresholds: BTreeMap<u32, RiskThreshold>,
+    /// Keyed by the cost `c` of a wrong answer (1, 10, 100). Absent in files written before
+    /// Phi thresholds existed.
+    #[serde(default)]
+    pub phi: BTreeMap<u32, PhiThreshold>,
 }
 
 pub fn risk_key(risk: f64) -> u32 {
@@ -75,31 +69,44 @@ pub fn risk_key(risk: f64) -> u32 {
 }
 
 impl Calibration {
-    pub fn fit(source: &str, split: &str, conf: &[f32], correct: &[bool]) -> Result<Self> {
+    /// Thresholds for every target risk and every Phi cost, from confidences and VQA
+    /// accuracies on the calibration split.
+    pub fn fit(source: &str, split: &str, conf: &[f64], acc: &[f64]) -> Result<Self> {
         let mut thresholds = BTreeMap::new();
         for r in TARGET_RISKS {
-            let (threshold, coverage, risk) = threshold_for_risk(conf, correct, r)?;
+            let c = coverage_at_risk(conf, acc, r)?;
             thresholds.insert(
                 risk_key(r),
                 RiskThreshold {
-                    threshold,
-                    coverage,
-                    risk,
+                    threshold: c.threshold,
+                    coverage: c.coverage,
+                    risk: c.risk,
                 },
             );
         }
-        let acc = correct.iter().filter(|c| **c).count() as f64 / correct.len().max(1) as f64;
+        let mut phi = BTreeMap::new();
+        for c in PHI_COSTS {
+            let (threshold, value) = best_phi_threshold(conf, acc, c)?;
+            phi.insert(
+                c as u32,
+                PhiThreshold {
+                    threshold,
+                    phi: value,
+                },
+            );
+        }
         Ok(Self {
             confidence_source: source.into(),
             split: split.into(),
             n: conf.len(),
-            accuracy: acc,
+            accuracy: acc.iter().sum::<f64>() / acc.len().max(1) as f64,
             thresholds,
+            phi,
         })
     }
 
     /// Whether to abstain on an answer of confidence `conf` at target `risk`.
-    pub fn abstain(&self, conf: f32, risk: f64) -> Result<bool> {
+    pub fn abstain(&self, conf: f64, risk: f64) -> Result<bool> {
         Ok(match self.threshold(risk)?.threshold {
             Some(t) => conf < t,
             None => true,
