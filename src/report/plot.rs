@@ -709,7 +709,10 @@ fn label_points<DB: DrawingBackend>(
             continue;
         };
         let (tw, th) = area.estimate_text_size(&series.name, &style)?;
-        let (tw, th) = (tw as i32, th as i32);
+        // plotters reports less than the inked height of a line of text; the pad keeps stacked
+        // labels from touching.
+        let pad = (th as i32 / 3).max(2);
+        let (tw, th) = (tw as i32 + pad, th as i32 + pad);
         let (up, down) = (y - g - th, y + g);
         let (mid, right, left) = (y - th / 2, x + g, x - g - tw);
         let spots = [
@@ -749,7 +752,8 @@ fn label_points<DB: DrawingBackend>(
         // Darkened so that the light hues (yellow-green, cyan) still read as text.
         let RGBColor(cr, cg, cb) = look.color;
         let dark = RGBColor(cr / 10 * 7, cg / 10 * 7, cb / 10 * 7);
-        area.draw_text(&series.name, &style.color(&dark), (chosen.0, chosen.1))?;
+        let at = (chosen.0 + pad / 2, chosen.1 + pad / 2);
+        area.draw_text(&series.name, &style.color(&dark), at)?;
         taken.push(chosen);
     }
     Ok(())

@@ -22,15 +22,10 @@ use crate::eval::shapes::{Split, IMAGE_SIDE};
 /// The install command every "not found" message gives.
 pub const INSTALL_HINT: &str = "run `make easy-vqa` (pip install --target .cache/easy-vqa easy-vqa==1.0) or set RELVQA_EASY_VQA to its easy_vqa/data folder";
 
-/// The 1.0 test file is 0.5 MB; 32 MiB leaves room for a larger regenerated set.
-const MAX_QUESTIONS_BYTES: u64 = 32 << 20;
-const MAX_ANSWERS_BYTES: u64 = 64 << 10;
 /// 1.0 has 9,673 test questions over 1,000 images.
 const MAX_QUESTIONS: usize = 500_000;
 const MAX_IMAGES: usize = 50_000;
 const MAX_QUESTION_CHARS: usize = 1_000;
-/// A 64×64 RGB PNG is at most ~12 KB.
-const MAX_PNG_BYTES: u64 = 4 << 20;
 /// Fixed order of the questions for [`EasyVqa::pick`], independent of every other seed.
 const ORDER_SEED: u64 = 0x6561_7379_7671_6131;
 
@@ -234,6 +229,12 @@ mod fs {
     use std::path::{Path, PathBuf};
 
     use super::*;
+
+    /// The 1.0 test file is 0.5 MB; 32 MiB leaves room for a larger regenerated set.
+    const MAX_QUESTIONS_BYTES: u64 = 32 << 20;
+    const MAX_ANSWERS_BYTES: u64 = 64 << 10;
+    /// A 64×64 RGB PNG is at most ~12 KB.
+    const MAX_PNG_BYTES: u64 = 4 << 20;
 
     fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>> {
         let name = path.display();
