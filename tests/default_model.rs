@@ -63,6 +63,7 @@ fn shipped_files_are_complete() {
         "preprocessor_config.json",
         "MODEL_CARD.md",
         "calibration.json",
+        "selector.safetensors",
         "train_log.json",
     ] {
         assert!(d.join(f).is_file(), "models/default/{f} is missing");
@@ -90,7 +91,42 @@ fn ask_on_a_test_image_reports_a_calibrated_decision() {
     s.image.save(&img).unwrap();
     let v = common::ask_json(None, &img, &s.question.text, &[]);
     assert_eq!(v["calibrated"], true);
-    assert_eq!(v["confidence_source"], "maxprob");
-    assert!(v["threshold"].is_number() || v["threshold"].is_null());
+    assert_eq!(v["confidence_source"], "selector");
+    assert_eq!(v["confidence"], v["selector"]);
+    assert!(v["maxprob"].is_number());
+    // The decision is the threshold rule applied to the reported numbers.
+    let conf = v["confidence"].as_f64().unwrap();
+    match v["threshold"].as_f64() {
+        Some(t) => assert_eq!(v["abstain"], conf < t),
+        None => assert_eq!(v["abstain"], true),
+    }
     assert!(v["answer"].as_str().is_some_and(|a| !a.is_empty()));
+}
+
+/// A Selector trained on another model reads the wrong features: refused with the fix.
+#[test]
+fn a_selector_from_another_model_is_refused() {
+    let d = common::tiny_model_dir();
+    std::fs::copy(
+        common::default_model_dir().join("selector.safetensors"),
+        d.path().join("selector.safetensors"),
+    )
+    .unwrap();
+    let s = relvqa::eval::shapes::sample(Split::Test, 1);
+    let img = d.path().join("q.png");
+    s.image.save(&img).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_relvqa"))
+        .args(["ask", "--question", &s.question.text])
+        .arg("--model")
+        .arg(d.path())
+        .arg("--image")
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("hidden size 128") && err.contains("selector train"),
+        "{err}"
+    );
 }

@@ -54,6 +54,9 @@ pub struct TrainArgs {
     weight_decay: f64,
     #[arg(long, default_value_t = 1e-3)]
     lr: f64,
+    /// Keep the untrained network (= MaxProb) unless training lowers val AUC by this fraction.
+    #[arg(long, default_value_t = 0.02)]
+    min_relative_gain: f64,
 }
 
 pub fn run(a: SelectorArgs) -> Result<()> {
@@ -68,6 +71,7 @@ pub fn run(a: SelectorArgs) -> Result<()> {
                 dropout: t.dropout,
                 weight_decay: t.weight_decay,
                 lr: t.lr,
+                min_relative_gain: t.min_relative_gain,
                 ..Default::default()
             };
             let (sel, _) = train_and_store(&vqa, &t.model.model, &label, t.dev, t.val, &o)?;
@@ -121,11 +125,18 @@ pub fn train_and_store(
     let layout = FeatureLayout::new(vqa.model.cfg.text_config.hidden_size);
     let (sel, log) = train_selector(layout, &examples(&dev), &examples(&val), label, o, |_| {})?;
     eprintln!(
-        "selector for {label}: best val AUC {:.4} at epoch {} of {} (MaxProb {:.4})",
+        "selector for {label}: val AUC {:.4} at epoch {} of {} (MaxProb {:.4}; best trained \
+         epoch {:.4}{})",
         sel.meta.val_auc,
         sel.meta.best_epoch,
         log.len(),
-        sel.meta.val_auc_maxprob
+        sel.meta.val_auc_maxprob,
+        log.iter().map(|e| e.val_auc).fold(f64::INFINITY, f64::min),
+        if sel.meta.best_epoch == 0 {
+            ", not enough better: kept the untrained Selector, which ranks as MaxProb"
+        } else {
+            ""
+        }
     );
     for s in val.iter_mut() {
         s.selector = Some(sel.confidence(&s.features)? as f64);

@@ -51,6 +51,32 @@ impl FeatureLayout {
 /// from it, so an untrained Selector ranks answers exactly as MaxProb does.
 pub const MAXPROB_LOGIT: usize = 1;
 
+/// Standardised features are clipped to this many standard deviations. A feature that barely
+/// varies on dev (the answer length is almost always one token) standardises an OOD value to
+/// hundreds of sigmas, and the network then extrapolates to 0 or 1 at random (measured: one
+/// int3 Selector gave every garbled easy-VQA answer confidence 1.0, the f16 one 0.0).
+pub const FEATURE_CLIP: f32 = 5.0;
+
+/// Standardise one feature vector as the Selector sees it: `(x - mean) / std`, clipped to
+/// [`FEATURE_CLIP`], except MaxProb's logit, which is bounded by construction and must stay
+/// unclipped so the skip path keeps MaxProb's full ranking.
+pub fn standardise(features: &[f32], mean: &[f32], std: &[f32], skip_len: usize) -> Vec<f32> {
+    let keep = features.len().saturating_sub(skip_len) + MAXPROB_LOGIT;
+    features
+        .iter()
+        .zip(mean.iter().zip(std))
+        .enumerate()
+        .map(|(i, (x, (m, s)))| {
+            let z = (x - m) / s;
+            if i == keep {
+                z
+            } else {
+                z.clamp(-FEATURE_CLIP, FEATURE_CLIP)
+            }
+        })
+        .collect()
+}
+
 /// `ln(p / (1 - p))`, clamped so a probability of exactly 0 or 1 stays finite.
 pub fn maxprob_logit(p: f32) -> f32 {
     let p = p.clamp(1e-7, 1.0 - 1e-7);

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::features::FeatureLayout;
+use super::features::{standardise, FeatureLayout};
 use super::threshold::Calibration;
 use crate::error::{Error, Result};
 
@@ -159,11 +159,7 @@ impl Selector {
                 features.len()
             )));
         }
-        let mut x: Vec<f32> = features
-            .iter()
-            .zip(self.mean.iter().zip(&self.std))
-            .map(|(v, (m, s))| (v - m) / s)
-            .collect();
+        let mut x = standardise(features, &self.mean, &self.std, self.skip.len());
         let probs = x.len() - self.skip.len();
         let skip: f32 = self
             .skip
