@@ -4,11 +4,12 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::ood::sample_item;
+use super::predict::{predict, Selectors};
 use super::shapes::{self, Split};
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::model::generate::Vqa;
-use crate::model::image::image_to_pixels;
 
 // Moved to the metrics layer, which must not depend on the model; re-exported for callers.
 pub use crate::metrics::accuracy::normalize_answer;
@@ -77,27 +78,27 @@ pub fn prior_only_accuracy(split: Split, n: usize) -> f64 {
 }
 
 /// Greedy-answer the first `limit` samples of `split`; `progress(done)` is called after each.
+/// Scores through [`predict`], the one answer-and-score path the report and the page use.
 pub async fn evaluate<B: Backend>(
     vqa: &Vqa<B>,
     split: Split,
     limit: usize,
     mut progress: impl FnMut(usize),
 ) -> Result<EvalReport> {
-    let side = vqa.model.cfg.vision_config.image_size;
     let mut preds = Vec::with_capacity(limit);
     for i in 0..limit as u64 {
-        let s = shapes::sample(split, i);
-        let px = image_to_pixels(&s.image, side)?;
-        let g = vqa.answer(&px, &s.question.text).await?;
-        let correct = normalize_answer(&g.text) == normalize_answer(&s.question.answer);
+        let sample = shapes::sample(split, i);
+        let family = sample.question.family;
+        let item = sample_item(sample);
+        let s = predict(vqa, &item, Selectors::default()).await?;
         preds.push(Prediction {
             index: i,
-            family: s.question.family,
-            question: s.question.text,
-            answer: s.question.answer,
-            prediction: g.text.clone(),
-            correct,
-            maxprob: g.maxprob(),
+            family,
+            question: s.question,
+            answer: s.ground_truth.join("|"),
+            prediction: s.answer,
+            correct: s.acc >= 1.0,
+            maxprob: s.maxprob as f32,
         });
         progress(preds.len());
     }

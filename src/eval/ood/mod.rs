@@ -40,10 +40,14 @@ pub struct Item {
 
 /// The plain shapes sample `index` of `split`.
 pub fn id_item(split: Split, index: u64) -> Item {
-    let s = shapes::sample(split, index);
+    sample_item(shapes::sample(split, index))
+}
+
+/// The in-distribution item of an already generated shapes sample.
+pub fn sample_item(s: shapes::Sample) -> Item {
     Item {
-        id: format!("{}/{index}", split.name()),
-        split: split.name().into(),
+        id: format!("{}/{}", s.split.name(), s.index),
+        split: s.split.name().into(),
         family: s.question.family.name().into(),
         ood: None,
         image: s.image,
