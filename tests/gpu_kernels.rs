@@ -282,3 +282,47 @@ fn shape_errors_are_values_not_panics() {
     let e = kernels::softmax_last(&ctx, &x, 0, 4).expect_err("empty");
     assert!(e.to_string().contains("empty"), "{e}");
 }
+
+#[test]
+fn more_rows_than_one_grid_dimension_holds() {
+    // 65535 workgroups per dimension is WebGPU's default limit; rows past it go to `y`.
+    let ctx = gpu();
+    let mut rng = ChaCha8Rng::seed_from_u64(16);
+    let rows = ctx.limits().max_compute_workgroups_per_dimension as usize + 465;
+    let (n, k) = (rows, 32);
+    let w = random_packed(&mut rng, 2, 32, n, k);
+    let x = rand_vec(&mut rng, k, -1.0, 1.0);
+    let gw = kernels::GpuPacked::upload(&ctx, &w).expect("upload packed");
+    let gx = ctx.upload_f32("x", &x).expect("upload x");
+    let y = kernels::gemv_dequant(&ctx, &gx, 1, &gw).expect("gemv");
+    let got = pollster::block_on(ctx.read_f32(&y)).expect("read");
+    check(
+        &format!("gemv 2-bit n = {n}"),
+        &got,
+        &reference_linear(&x, &w.dequantize(), 1, n, k),
+    );
+
+    let d = 3;
+    let x = rand_vec(&mut rng, rows * d, -5.0, 5.0);
+    let gx = ctx.upload_f32("x", &x).expect("upload x");
+    let y = kernels::softmax_last(&ctx, &gx, rows, d).expect("softmax");
+    let got = pollster::block_on(ctx.read_f32(&y)).expect("read");
+    let want = cpu_op(&[rows, d], &x, |c, t| c.softmax_last(t));
+    check(&format!("softmax rows = {rows}"), &got, &want);
+}
+
+#[test]
+fn a_lost_device_is_a_typed_error() {
+    let ctx = gpu();
+    let x = ctx.upload_f32("x", &[1.0, 2.0]).expect("upload");
+    ctx.destroy();
+    let r =
+        kernels::softmax_last(&ctx, &x, 1, 2).and_then(|y| pollster::block_on(ctx.read_f32(&y)));
+    match r {
+        Err(Error::Gpu {
+            kind: GpuErrorKind::DeviceLost,
+            ..
+        }) => {}
+        other => panic!("expected a DeviceLost error, got {other:?}"),
+    }
+}

@@ -18,8 +18,6 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
-use ::wgpu::util::DeviceExt;
-
 use super::device::{self, DeviceInfo, ErrorSink};
 use crate::error::{Error, GpuErrorKind, Result};
 
@@ -107,6 +105,26 @@ impl GpuContext {
         &self.info
     }
 
+    /// Release the device now instead of when the last handle drops (a page freeing GPU memory
+    /// before loading another model). Every later call fails with [`GpuErrorKind::DeviceLost`].
+    pub fn destroy(&self) {
+        self.device.destroy();
+        // Natively wgpu reports the loss only at the next poll; we know it now.
+        self.sink
+            .record_lost("the device was destroyed by GpuContext::destroy".into());
+    }
+
+    /// The error to report for a failure whose cause may be a device loss that wgpu has not
+    /// reported yet: natively the lost callback only runs when the device is polled.
+    fn failure(&self, what: String) -> Error {
+        #[cfg(not(target_arch = "wasm32"))]
+        let _ = self.device.poll(::wgpu::PollType::Poll);
+        self.sink
+            .check()
+            .err()
+            .unwrap_or_else(|| Error::gpu(GpuErrorKind::Other, what))
+    }
+
     pub fn limits(&self) -> &::wgpu::Limits {
         &self.info.limits
     }
@@ -135,17 +153,36 @@ impl GpuContext {
     fn upload_bytes(&self, label: &str, len: usize, bytes: &[u8]) -> Result<GpuBuffer> {
         let size = Self::padded(len);
         self.check_storage_size(label, size)?;
-        let mut contents = bytes.to_vec();
-        contents.resize(size as usize, 0);
-        let buffer = self
-            .device
-            .create_buffer_init(&::wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: &contents,
-                usage: STORAGE,
-            });
-        self.sink.check()?;
+        let buffer = self.buffer_with(label, size, bytes, STORAGE)?;
         Ok(GpuBuffer { buffer, len })
+    }
+
+    /// A buffer of `size` bytes starting with `bytes` (the rest zero), mapped at creation.
+    /// Not `DeviceExt::create_buffer_init`: that one panics when the device is lost.
+    fn buffer_with(
+        &self,
+        label: &str,
+        size: u64,
+        bytes: &[u8],
+        usage: ::wgpu::BufferUsages,
+    ) -> Result<::wgpu::Buffer> {
+        self.sink.check()?;
+        let buffer = self.device.create_buffer(&::wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage,
+            mapped_at_creation: true,
+        });
+        {
+            let mut view = buffer
+                .get_mapped_range_mut(..)
+                .map_err(|e| self.failure(format!("creating `{label}`: {e}")))?;
+            let mut dst = view.slice(..bytes.len());
+            dst.copy_from_slice(bytes);
+        }
+        buffer.unmap();
+        self.sink.check()?;
+        Ok(buffer)
     }
 
     pub fn upload_f32(&self, label: &str, data: &[f32]) -> Result<GpuBuffer> {
@@ -250,13 +287,8 @@ impl GpuContext {
     ) -> Result<()> {
         self.sink.check()?;
         let bytes: Vec<u8> = params.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let uniform = self
-            .device
-            .create_buffer_init(&::wgpu::util::BufferInitDescriptor {
-                label: Some("params"),
-                contents: &bytes,
-                usage: ::wgpu::BufferUsages::UNIFORM,
-            });
+        let size = (bytes.len() as u64).div_ceil(16).max(1) * 16;
+        let uniform = self.buffer_with("params", size, &bytes, ::wgpu::BufferUsages::UNIFORM)?;
         let mut entries = vec![::wgpu::BindGroupEntry {
             binding: 0,
             resource: uniform.as_entire_binding(),
@@ -333,13 +365,11 @@ impl GpuContext {
                 .map_err(|e| Error::gpu(GpuErrorKind::Other, format!("poll: {e}")))?;
             let mapped = rx.await?;
             self.sink.check()?;
-            mapped.map_err(|e| {
-                Error::gpu(GpuErrorKind::Other, format!("reading a buffer back: {e}"))
-            })?;
+            mapped.map_err(|e| self.failure(format!("reading a buffer back: {e}")))?;
             let view = staging
                 .slice(..)
                 .get_mapped_range()
-                .map_err(|e| Error::gpu(GpuErrorKind::Other, format!("mapping: {e}")))?;
+                .map_err(|e| self.failure(format!("mapping a read-back buffer: {e}")))?;
             let out: Vec<f32> = view
                 .chunks_exact(4)
                 .take(len)

@@ -42,7 +42,7 @@ impl ErrorSink {
         }
     }
 
-    fn record_lost(&self, msg: String) {
+    pub(crate) fn record_lost(&self, msg: String) {
         if let Ok(mut slot) = self.lost.lock() {
             slot.get_or_insert(msg);
         }
