@@ -14,11 +14,10 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
 
 use super::device::{self, DeviceInfo, ErrorSink};
+use super::oneshot::oneshot;
 use crate::error::{Error, GpuErrorKind, Result};
 
 /// A storage buffer of `len` 32-bit elements (f32 or u32; the kernel decides). Its byte size is
@@ -74,7 +73,7 @@ pub struct GpuContext {
     pending: Mutex<Vec<::wgpu::CommandBuffer>>,
 }
 
-fn poisoned<T>(_: T) -> Error {
+pub(crate) fn poisoned<T>(_: T) -> Error {
     Error::gpu(
         GpuErrorKind::Other,
         "a GPU context lock was poisoned by an earlier panic; create a new context",
@@ -378,51 +377,6 @@ impl GpuContext {
             drop(view);
             staging.unmap();
             Ok(out)
-        }
-    }
-}
-
-/// A one-value channel whose receiving end is a future: what `map_async`'s callback fills.
-struct Slot<T> {
-    value: Option<T>,
-    waker: Option<Waker>,
-}
-
-struct Sender<T>(Arc<Mutex<Slot<T>>>);
-struct Receiver<T>(Arc<Mutex<Slot<T>>>);
-
-fn oneshot<T>() -> (Sender<T>, Receiver<T>) {
-    let slot = Arc::new(Mutex::new(Slot {
-        value: None,
-        waker: None,
-    }));
-    (Sender(slot.clone()), Receiver(slot))
-}
-
-impl<T> Sender<T> {
-    fn send(self, v: T) {
-        if let Ok(mut s) = self.0.lock() {
-            s.value = Some(v);
-            if let Some(w) = s.waker.take() {
-                w.wake();
-            }
-        }
-    }
-}
-
-impl<T> Future for Receiver<T> {
-    type Output = Result<T>;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
-        let mut s = match self.0.lock() {
-            Ok(s) => s,
-            Err(e) => return Poll::Ready(Err(poisoned(e))),
-        };
-        match s.value.take() {
-            Some(v) => Poll::Ready(Ok(v)),
-            None => {
-                s.waker = Some(cx.waker().clone());
-                Poll::Pending
-            }
         }
     }
 }

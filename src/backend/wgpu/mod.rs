@@ -8,6 +8,7 @@
 mod context;
 mod device;
 pub mod kernels;
+mod oneshot;
 
 pub use context::{GpuBuffer, GpuContext, KernelKey};
 pub use device::DeviceInfo;

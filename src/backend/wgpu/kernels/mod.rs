@@ -4,6 +4,11 @@
 //! binding 0 is a uniform `Params` struct of `u32` fields, bindings 1.. are storage buffers in
 //! the order the dispatch function passes them; the entry point is `main`; rows that do not fit
 //! one grid dimension are spread over `x` and `y` (`row = wid.x + wid.y * nwg.x`).
+//!
+//! Reductions use workgroup memory, which every adapter has. A subgroup variant must be a
+//! separate file used only when `DeviceInfo::subgroups` is set, and note that naga 30 rejects
+//! `enable subgroups;` (unimplemented extension) while Chrome requires it, and wgpu 30 on the
+//! web never reports the feature: today such a variant would be native-only.
 
 mod gemv_dequant_f32;
 mod matmul_tiled_f32;
