@@ -326,3 +326,41 @@ fn a_lost_device_is_a_typed_error() {
         other => panic!("expected a DeviceLost error, got {other:?}"),
     }
 }
+
+#[test]
+fn layer_norm_matches_cpu() {
+    let ctx = gpu();
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    for (rows, d) in [(1, 1), (6, 67), (17, 768), (2, 1001)] {
+        // An offset mean: a one-pass variance would lose digits here.
+        let x = rand_vec(&mut rng, rows * d, 2.0, 8.0);
+        let w = rand_vec(&mut rng, d, 0.5, 1.5);
+        let b = rand_vec(&mut rng, d, -0.5, 0.5);
+        let gx = ctx.upload_f32("x", &x).expect("upload x");
+        let gw = ctx.upload_f32("w", &w).expect("upload w");
+        let gb = ctx.upload_f32("b", &b).expect("upload b");
+        let y = kernels::layer_norm(&ctx, &gx, &gw, &gb, rows, d, 1e-6).expect("layer_norm");
+        let got = pollster::block_on(ctx.read_f32(&y)).expect("read");
+        let wt = HostTensor::new(vec![d], w.clone()).expect("w");
+        let bt = HostTensor::new(vec![d], b.clone()).expect("b");
+        let want = cpu_op(&[rows, d], &x, |c, t| {
+            c.layer_norm(t, &c.upload(&wt)?, &c.upload(&bt)?, 1e-6)
+        });
+        check(&format!("layer_norm [{rows}, {d}]"), &got, &want);
+    }
+}
+
+#[test]
+fn gelu_tanh_matches_cpu() {
+    let ctx = gpu();
+    let mut rng = ChaCha8Rng::seed_from_u64(18);
+    for len in [1, 255, 257, 10_001] {
+        // Past +-10 the tanh argument saturates: the clamp must not change the result.
+        let x = rand_vec(&mut rng, len, -40.0, 40.0);
+        let gx = ctx.upload_f32("x", &x).expect("upload x");
+        let y = kernels::gelu_tanh(&ctx, &gx, len).expect("gelu");
+        let got = pollster::block_on(ctx.read_f32(&y)).expect("read");
+        let want = cpu_op(&[len], &x, |c, t| c.gelu_tanh(t));
+        check(&format!("gelu_tanh [{len}]"), &got, &want);
+    }
+}

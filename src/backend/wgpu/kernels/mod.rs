@@ -10,13 +10,17 @@
 //! `enable subgroups;` (unimplemented extension) while Chrome requires it, and wgpu 30 on the
 //! web never reports the feature: today such a variant would be native-only.
 
+mod gelu_tanh_f32;
 mod gemv_dequant_f32;
+mod layer_norm_f32;
 mod matmul_tiled_f32;
 mod rms_norm_f32;
 mod silu_mul_f32;
 mod softmax_last_f32;
 
+pub use gelu_tanh_f32::gelu_tanh;
 pub use gemv_dequant_f32::{gemv_dequant, GpuPacked};
+pub use layer_norm_f32::layer_norm;
 pub use matmul_tiled_f32::{matmul, MatmulShape};
 pub use rms_norm_f32::rms_norm;
 pub use silu_mul_f32::silu_mul;
@@ -108,7 +112,15 @@ mod tests {
 
     #[test]
     fn rust_params_match_wgsl_params() {
-        let cases: [(&[&str], &str); 5] = [
+        let cases: [(&[&str], &str); 7] = [
+            (
+                super::gelu_tanh_f32::Params::FIELDS,
+                super::gelu_tanh_f32::SRC,
+            ),
+            (
+                super::layer_norm_f32::Params::FIELDS,
+                super::layer_norm_f32::SRC,
+            ),
             (
                 super::gemv_dequant_f32::Params::FIELDS,
                 super::gemv_dequant_f32::SRC,
