@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 MODEL ?= models/default
 
-.PHONY: demo test setup test-native test-wasm lint easy-vqa
+.PHONY: demo test setup test-native test-wasm lint easy-vqa lavapipe
 
 demo:
 	$(CARGO) build --release
@@ -25,7 +25,13 @@ easy-vqa: $(EASY_VQA_DIR)/easy_vqa/data/test/questions.json
 $(EASY_VQA_DIR)/easy_vqa/data/test/questions.json:
 	python3 -m pip install --quiet --no-deps --target $(EASY_VQA_DIR) easy-vqa==1.0
 
-test-native: easy-vqa
+# lavapipe (Vulkan on the CPU) for tests/gpu_kernels.rs, which fail without a GPU adapter.
+SUDO ?= $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+lavapipe:
+	@dpkg -s mesa-vulkan-drivers >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update && $(SUDO) apt-get install -y mesa-vulkan-drivers; }
+
+test-native: easy-vqa lavapipe
 	$(CARGO) test --release
 
 test-wasm:

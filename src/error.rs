@@ -87,9 +87,49 @@ pub enum Error {
     /// names the file and the fix (usually `make easy-vqa`).
     #[error("dataset: {0}")]
     Dataset(String),
+
+    /// The GPU (wgpu/WebGPU) failed or cannot run what was asked. `kind` lets callers react
+    /// (fall back to the CPU backend when there is no adapter, re-create the device after a
+    /// loss, use smaller tensors when a limit is hit); `msg` says what happened and the fix.
+    #[error("gpu ({kind}): {msg}")]
+    Gpu { kind: GpuErrorKind, msg: String },
+}
+
+/// Why a GPU operation failed, coarse enough for a caller to choose a recovery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GpuErrorKind {
+    /// The device went away (driver reset, tab in background too long, `destroy`): re-create it.
+    DeviceLost,
+    /// An allocation failed on the device.
+    OutOfMemory,
+    /// A buffer, binding or dispatch exceeds the adapter's limits.
+    LimitExceeded,
+    /// No WebGPU/Vulkan/Metal/DX12 adapter: the caller should fall back to the CPU backend.
+    NoAdapter,
+    /// Anything else wgpu reports (validation, internal, shader compilation).
+    Other,
+}
+
+impl std::fmt::Display for GpuErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            GpuErrorKind::DeviceLost => "device lost",
+            GpuErrorKind::OutOfMemory => "out of memory",
+            GpuErrorKind::LimitExceeded => "limit exceeded",
+            GpuErrorKind::NoAdapter => "no adapter",
+            GpuErrorKind::Other => "error",
+        })
+    }
 }
 
 impl Error {
+    pub fn gpu(kind: GpuErrorKind, msg: impl Into<String>) -> Self {
+        Error::Gpu {
+            kind,
+            msg: msg.into(),
+        }
+    }
+
     pub fn io(path: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),

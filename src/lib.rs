@@ -15,4 +15,4 @@ pub mod selector;
 #[cfg(all(feature = "cli", not(target_arch = "wasm32")))]
 pub mod train;
 
-pub use error::{Error, Result};
+pub use error::{Error, GpuErrorKind, Result};

@@ -1,0 +1,382 @@
+//! The GPU context: buffers, the pipeline cache, recording of dispatches and async readback.
+//!
+//! Dispatches are *recorded*, not submitted one by one: each appends a command buffer to a
+//! pending list that is submitted in one go when something is read back (or on [`flush`]).
+//! Uploads create buffers mapped at creation rather than using `queue.write_buffer`, so a
+//! recorded pass always sees the data its buffers had when it was recorded, however the queue
+//! is ordered later.
+//!
+//! Readback is async on every target, as the browser's `mapAsync` is; natively the future polls
+//! the device until the copy is done, so `pollster::block_on` works there. One code path, unlike
+//! a sync-native/async-web pair that has to be kept in step.
+//!
+//! [`flush`]: GpuContext::flush
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use super::device::{self, DeviceInfo, ErrorSink};
+use super::oneshot::oneshot;
+use crate::error::{Error, GpuErrorKind, Result};
+
+/// A storage buffer of `len` 32-bit elements (f32 or u32; the kernel decides). Its byte size is
+/// rounded up to 16 so that any buffer can be bound as `array<vec4<..>>`.
+#[derive(Debug, Clone)]
+pub struct GpuBuffer {
+    pub(crate) buffer: ::wgpu::Buffer,
+    len: usize,
+}
+
+impl GpuBuffer {
+    /// Number of 32-bit elements (without the padding).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Pipeline-cache key: the kernel's name and its specialisation (WGSL `override` constants such
+/// as the bit width). Shapes are uniforms, not part of the key, so one pipeline serves every
+/// shape of a kernel variant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KernelKey {
+    pub name: &'static str,
+    pub constants: Vec<(&'static str, u32)>,
+}
+
+impl KernelKey {
+    pub fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            constants: Vec::new(),
+        }
+    }
+
+    pub fn with(mut self, constant: &'static str, value: u32) -> Self {
+        self.constants.push((constant, value));
+        self
+    }
+}
+
+#[derive(Debug)]
+pub struct GpuContext {
+    device: ::wgpu::Device,
+    queue: ::wgpu::Queue,
+    info: DeviceInfo,
+    sink: Arc<ErrorSink>,
+    modules: Mutex<HashMap<&'static str, ::wgpu::ShaderModule>>,
+    pipelines: Mutex<HashMap<KernelKey, ::wgpu::ComputePipeline>>,
+    pending: Mutex<Vec<::wgpu::CommandBuffer>>,
+}
+
+pub(crate) fn poisoned<T>(_: T) -> Error {
+    Error::gpu(
+        GpuErrorKind::Other,
+        "a GPU context lock was poisoned by an earlier panic; create a new context",
+    )
+}
+
+const STORAGE: ::wgpu::BufferUsages = ::wgpu::BufferUsages::STORAGE
+    .union(::wgpu::BufferUsages::COPY_SRC)
+    .union(::wgpu::BufferUsages::COPY_DST);
+
+impl GpuContext {
+    /// Open the default adapter. Fails with [`GpuErrorKind::NoAdapter`] (and the fix in the
+    /// message) where there is none; callers fall back to the CPU backend on that kind.
+    pub async fn new() -> Result<Self> {
+        let (device, queue, info, sink) = device::open().await?;
+        Ok(Self {
+            device,
+            queue,
+            info,
+            sink,
+            modules: Mutex::default(),
+            pipelines: Mutex::default(),
+            pending: Mutex::default(),
+        })
+    }
+
+    pub fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    /// Release the device now instead of when the last handle drops (a page freeing GPU memory
+    /// before loading another model). Every later call fails with [`GpuErrorKind::DeviceLost`].
+    pub fn destroy(&self) {
+        self.device.destroy();
+        // Natively wgpu reports the loss only at the next poll; we know it now.
+        self.sink
+            .record_lost("the device was destroyed by GpuContext::destroy".into());
+    }
+
+    /// The error to report for a failure whose cause may be a device loss that wgpu has not
+    /// reported yet: natively the lost callback only runs when the device is polled.
+    fn failure(&self, what: String) -> Error {
+        #[cfg(not(target_arch = "wasm32"))]
+        let _ = self.device.poll(::wgpu::PollType::Poll);
+        self.sink
+            .check()
+            .err()
+            .unwrap_or_else(|| Error::gpu(GpuErrorKind::Other, what))
+    }
+
+    pub fn limits(&self) -> &::wgpu::Limits {
+        &self.info.limits
+    }
+
+    /// Refuse a storage buffer the device cannot bind rather than let wgpu fail later.
+    /// Splitting larger tensors across bindings is not implemented yet.
+    fn check_storage_size(&self, what: &str, bytes: u64) -> Result<()> {
+        let l = &self.info.limits;
+        let max = l.max_storage_buffer_binding_size.min(l.max_buffer_size);
+        if bytes > max {
+            return Err(Error::gpu(
+                GpuErrorKind::LimitExceeded,
+                format!(
+                    "{what} needs {bytes} bytes, more than this adapter binds at once ({max}); \
+                     tensors this large are not split yet: use a smaller model or the CPU backend"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn padded(len: usize) -> u64 {
+        (len.max(1) as u64 * 4).div_ceil(16) * 16
+    }
+
+    fn upload_bytes(&self, label: &str, len: usize, bytes: &[u8]) -> Result<GpuBuffer> {
+        let size = Self::padded(len);
+        self.check_storage_size(label, size)?;
+        let buffer = self.buffer_with(label, size, bytes, STORAGE)?;
+        Ok(GpuBuffer { buffer, len })
+    }
+
+    /// A buffer of `size` bytes starting with `bytes` (the rest zero), mapped at creation.
+    /// Not `DeviceExt::create_buffer_init`: that one panics when the device is lost.
+    fn buffer_with(
+        &self,
+        label: &str,
+        size: u64,
+        bytes: &[u8],
+        usage: ::wgpu::BufferUsages,
+    ) -> Result<::wgpu::Buffer> {
+        self.sink.check()?;
+        let buffer = self.device.create_buffer(&::wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage,
+            mapped_at_creation: true,
+        });
+        {
+            let mut view = buffer
+                .get_mapped_range_mut(..)
+                .map_err(|e| self.failure(format!("creating `{label}`: {e}")))?;
+            let mut dst = view.slice(..bytes.len());
+            dst.copy_from_slice(bytes);
+        }
+        buffer.unmap();
+        self.sink.check()?;
+        Ok(buffer)
+    }
+
+    pub fn upload_f32(&self, label: &str, data: &[f32]) -> Result<GpuBuffer> {
+        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.upload_bytes(label, data.len(), &bytes)
+    }
+
+    pub fn upload_u32(&self, label: &str, data: &[u32]) -> Result<GpuBuffer> {
+        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.upload_bytes(label, data.len(), &bytes)
+    }
+
+    /// An output buffer of `len` elements (zeroed by wgpu).
+    pub fn storage(&self, label: &str, len: usize) -> Result<GpuBuffer> {
+        let size = Self::padded(len);
+        self.check_storage_size(label, size)?;
+        let buffer = self.device.create_buffer(&::wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: STORAGE,
+            mapped_at_creation: false,
+        });
+        self.sink.check()?;
+        Ok(GpuBuffer { buffer, len })
+    }
+
+    /// The compute pipeline for `key`, compiled from `source` once per key.
+    pub(crate) fn pipeline(
+        &self,
+        key: &KernelKey,
+        source: &'static str,
+    ) -> Result<::wgpu::ComputePipeline> {
+        if let Some(p) = self.pipelines.lock().map_err(poisoned)?.get(key) {
+            return Ok(p.clone());
+        }
+        let module = {
+            let mut modules = self.modules.lock().map_err(poisoned)?;
+            match modules.get(key.name) {
+                Some(m) => m.clone(),
+                None => {
+                    let m = self
+                        .device
+                        .create_shader_module(::wgpu::ShaderModuleDescriptor {
+                            label: Some(key.name),
+                            source: ::wgpu::ShaderSource::Wgsl(source.into()),
+                        });
+                    self.sink.check()?;
+                    modules.insert(key.name, m.clone());
+                    m
+                }
+            }
+        };
+        let constants: Vec<(&str, f64)> =
+            key.constants.iter().map(|&(n, v)| (n, v as f64)).collect();
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&::wgpu::ComputePipelineDescriptor {
+                label: Some(key.name),
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: ::wgpu::PipelineCompilationOptions {
+                    constants: &constants,
+                    // Kernels initialise the workgroup memory they read.
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
+        self.sink.check()?;
+        self.pipelines
+            .lock()
+            .map_err(poisoned)?
+            .insert(key.clone(), pipeline.clone());
+        Ok(pipeline)
+    }
+
+    /// Workgroup grid for `groups` workgroups: `(x, y)` with `x * y >= groups`, since one
+    /// dimension holds at most `maxComputeWorkgroupsPerDimension` (65535 by default). Kernels
+    /// compute their linear index as `wid.x + wid.y * nwg.x` and skip indices past the end.
+    pub(crate) fn grid(&self, what: &str, groups: usize) -> Result<(u32, u32)> {
+        let max = self.info.limits.max_compute_workgroups_per_dimension.max(1) as usize;
+        let groups = groups.max(1);
+        let x = groups.min(max);
+        let y = groups.div_ceil(x);
+        if y > max {
+            return Err(Error::gpu(
+                GpuErrorKind::LimitExceeded,
+                format!("{what}: {groups} workgroups exceed a {max} x {max} grid"),
+            ));
+        }
+        Ok((x as u32, y as u32))
+    }
+
+    /// Record one dispatch of `pipeline`: binding 0 is the uniform `params`, bindings 1.. are
+    /// `buffers` in order (the convention every kernel file follows).
+    pub(crate) fn dispatch(
+        &self,
+        pipeline: &::wgpu::ComputePipeline,
+        params: &[u32],
+        buffers: &[&GpuBuffer],
+        groups: (u32, u32, u32),
+    ) -> Result<()> {
+        self.sink.check()?;
+        let bytes: Vec<u8> = params.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let size = (bytes.len() as u64).div_ceil(16).max(1) * 16;
+        let uniform = self.buffer_with("params", size, &bytes, ::wgpu::BufferUsages::UNIFORM)?;
+        let mut entries = vec![::wgpu::BindGroupEntry {
+            binding: 0,
+            resource: uniform.as_entire_binding(),
+        }];
+        for (i, b) in buffers.iter().enumerate() {
+            entries.push(::wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: b.buffer.as_entire_binding(),
+            });
+        }
+        let bind_group = self.device.create_bind_group(&::wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        let mut encoder = self
+            .device
+            .create_command_encoder(&::wgpu::CommandEncoderDescriptor::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&::wgpu::ComputePassDescriptor::default());
+            pass.set_pipeline(pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(groups.0, groups.1, groups.2);
+        }
+        self.pending
+            .lock()
+            .map_err(poisoned)?
+            .push(encoder.finish());
+        self.sink.check()
+    }
+
+    /// Submit everything recorded so far.
+    pub fn flush(&self) -> Result<()> {
+        let cmds: Vec<_> = std::mem::take(&mut *self.pending.lock().map_err(poisoned)?);
+        if !cmds.is_empty() {
+            self.queue.submit(cmds);
+        }
+        self.sink.check()
+    }
+
+    /// Read `buf` back as f32 after everything recorded so far has run.
+    pub fn read_f32<'a>(&'a self, buf: &GpuBuffer) -> impl Future<Output = Result<Vec<f32>>> + 'a {
+        let len = buf.len;
+        let size = Self::padded(len);
+        let staging = self.device.create_buffer(&::wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size,
+            usage: ::wgpu::BufferUsages::MAP_READ | ::wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = self
+            .device
+            .create_command_encoder(&::wgpu::CommandEncoderDescriptor::default());
+        encoder.copy_buffer_to_buffer(&buf.buffer, 0, &staging, 0, size);
+        let recorded = self
+            .pending
+            .lock()
+            .map_err(poisoned)
+            .map(|mut p| p.push(encoder.finish()));
+        let (tx, rx) = oneshot();
+        let submitted = recorded.and_then(|_| self.flush());
+        if submitted.is_ok() {
+            staging
+                .slice(..)
+                .map_async(::wgpu::MapMode::Read, move |r| tx.send(r));
+        }
+        async move {
+            submitted?;
+            // Natively nothing drives wgpu's callbacks but polling; in the browser the
+            // callback runs from the event loop and `poll` is a no-op.
+            #[cfg(not(target_arch = "wasm32"))]
+            self.device
+                .poll(::wgpu::PollType::wait_indefinitely())
+                .map_err(|e| Error::gpu(GpuErrorKind::Other, format!("poll: {e}")))?;
+            let mapped = rx.await?;
+            self.sink.check()?;
+            mapped.map_err(|e| self.failure(format!("reading a buffer back: {e}")))?;
+            let view = staging
+                .slice(..)
+                .get_mapped_range()
+                .map_err(|e| self.failure(format!("mapping a read-back buffer: {e}")))?;
+            let out: Vec<f32> = view
+                .chunks_exact(4)
+                .take(len)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            drop(view);
+            staging.unmap();
+            Ok(out)
+        }
+    }
+}

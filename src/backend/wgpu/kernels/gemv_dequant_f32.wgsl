@@ -1,0 +1,101 @@
+// Fused dequantize-and-multiply for packed int-N weights (decode GEMV):
+//   y[m, n] = sum_g scale[n, g] * (sum_{i in g} q[n, i] * x[m, i] - zero[n, g] * sum_{i in g} x[m, i])
+// which is sum_i x[m, i] * (q[n, i] - zero[n, g]) * scale[n, g], the layout of
+// src/quant/packed.rs: each row of W [n, k] is a little-endian bit stream of u32 words, value i
+// at bit i * BITS; 32 values of any width are exactly BITS words (the decode unit here).
+// Scales and zeros are f16 pairs in u32 words (unpack2x16float), so no shader-f16 is needed.
+// One workgroup per (n, m); its invocations stride over 32-value blocks and reduce in
+// workgroup memory (works on every adapter; a subgroup variant is future work).
+
+struct Params {
+    n: u32,
+    k: u32,
+    m: u32,
+    group: u32,
+}
+
+override BITS: u32;
+const WG: u32 = 64u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> words: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read> scales: array<u32>;
+@group(0) @binding(3) var<storage, read> zeros: array<u32>;
+@group(0) @binding(4) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+
+var<workgroup> red: array<f32, WG>;
+
+fn half_of(word: u32, i: u32) -> f32 {
+    return unpack2x16float(word)[i & 1u];
+}
+
+// Level i (0..32) of a block whose BITS words are in w; a 3-bit value may straddle two words.
+fn level(w: ptr<function, array<u32, 8>>, i: u32) -> f32 {
+    let bit = i * BITS;
+    let wi = bit >> 5u;
+    let sh = bit & 31u;
+    var q = (*w)[wi] >> sh;
+    if (sh + BITS > 32u) {
+        q |= (*w)[wi + 1u] << (32u - sh);
+    }
+    return f32(q & ((1u << BITS) - 1u));
+}
+
+@compute @workgroup_size(WG)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let n = wid.x + wid.y * nwg.x;
+    let m = wid.z;
+    if (n >= p.n) {
+        return;
+    }
+    let blocks = p.k / 32u;
+    let row_words = n * blocks * BITS;
+    let gpr = p.k / p.group;
+    let bpg = p.group / 32u;
+    let xrow = m * (p.k / 4u);
+    var acc = 0.0;
+    for (var b = lid; b < blocks; b += WG) {
+        var w: array<u32, 8>;
+        let base = row_words + b * BITS;
+        if (BITS == 4u || BITS == 8u) {
+            // 4 and 8 bits: a block starts on a 16-byte boundary, so load whole vec4s.
+            let v0 = words[base >> 2u];
+            w[0] = v0.x; w[1] = v0.y; w[2] = v0.z; w[3] = v0.w;
+            if (BITS == 8u) {
+                let v1 = words[(base >> 2u) + 1u];
+                w[4] = v1.x; w[5] = v1.y; w[6] = v1.z; w[7] = v1.w;
+            }
+        } else {
+            for (var j = 0u; j < BITS; j++) {
+                let at = base + j;
+                w[j] = words[at >> 2u][at & 3u];
+            }
+        }
+        var dq = 0.0;
+        var sx = 0.0;
+        for (var v = 0u; v < 8u; v++) {
+            let xv = x[xrow + b * 8u + v];
+            let q = vec4<f32>(level(&w, 4u * v), level(&w, 4u * v + 1u), level(&w, 4u * v + 2u), level(&w, 4u * v + 3u));
+            dq += dot(q, xv);
+            sx += xv.x + xv.y + xv.z + xv.w;
+        }
+        let g = n * gpr + b / bpg;
+        acc += half_of(scales[g >> 1u], g) * (dq - half_of(zeros[g >> 1u], g) * sx);
+    }
+    red[lid] = acc;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            red[lid] += red[lid + s];
+        }
+        workgroupBarrier();
+    }
+    if (lid == 0u) {
+        y[m * p.n + n] = red[0];
+    }
+}
