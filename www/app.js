@@ -28,10 +28,12 @@ function updateAskButton() {
 
 const fmt = (x) => (x === null || x === undefined ? '—' : x.toFixed(3));
 
+const TIMING_ORDER = ['fetch', 'load', 'preprocess', 'generate', 'decide'];
+
 function formatTimings(t) {
-  return Object.entries(t || {})
-    .map(([k, v]) => `${k} ${v.toFixed(0)} ms`)
-    .join(', ');
+  const keys = Object.keys(t || {}).sort((a, b) =>
+    (TIMING_ORDER.indexOf(a) + 1 || 99) - (TIMING_ORDER.indexOf(b) + 1 || 99));
+  return keys.map((k) => `${k} ${Number(t[k]).toFixed(0)} ms`).join(', ');
 }
 
 function render(r) {
