@@ -142,3 +142,105 @@ fn reason(
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::model::generate::AnswerFeatures;
+    use crate::selector::threshold::RiskThreshold;
+
+    fn generation(p: f32) -> Generation {
+        Generation {
+            text: "red".into(),
+            tokens: vec![29],
+            token_probs: vec![p],
+            end_prob: Some(1.0),
+            truncated: false,
+            token_entropies: vec![0.1],
+            features: AnswerFeatures {
+                image_pooled: vec![],
+                question_pooled: vec![],
+                answer_last: vec![],
+            },
+            prompt_len: 10,
+        }
+    }
+
+    fn calibration(t5: Option<f64>) -> Calibration {
+        let mut thresholds = BTreeMap::new();
+        for (k, t) in [(1, None), (5, t5)] {
+            thresholds.insert(
+                k,
+                RiskThreshold {
+                    threshold: t,
+                    coverage: 0.5,
+                    risk: 0.05,
+                },
+            );
+        }
+        Calibration {
+            confidence_source: "maxprob".into(),
+            thresholds,
+            ..Default::default()
+        }
+    }
+
+    fn maxprob_only(t5: Option<f64>) -> Confidence {
+        Confidence {
+            selector: None,
+            maxprob_calibration: Some(calibration(t5)),
+        }
+    }
+
+    #[test]
+    fn below_the_threshold_abstains_with_the_reason() {
+        let d = decide(generation(0.25), &maxprob_only(Some(0.5)), 0.05, "cpu").unwrap();
+        assert!(d.abstain && d.calibrated);
+        assert_eq!((d.confidence, d.threshold), (0.25, Some(0.5)));
+        assert_eq!(
+            d.reason,
+            "maxprob confidence 0.250 is below 0.500, the threshold for 5% risk"
+        );
+        assert_eq!(d.confidence_source, "maxprob");
+        assert_eq!(d.selector, None);
+    }
+
+    #[test]
+    fn at_the_threshold_answers() {
+        let d = decide(generation(0.5), &maxprob_only(Some(0.5)), 0.05, "cpu").unwrap();
+        assert!(!d.abstain);
+        assert!(d.reason.contains("is at least 0.500"), "{}", d.reason);
+    }
+
+    #[test]
+    fn no_threshold_withholds_every_answer() {
+        let d = decide(generation(1.0), &maxprob_only(Some(0.5)), 0.01, "cpu").unwrap();
+        assert!(d.abstain && d.threshold.is_none());
+        assert!(d.reason.contains("reaches 1% risk"), "{}", d.reason);
+    }
+
+    #[test]
+    fn uncalibrated_never_abstains() {
+        let d = decide(generation(0.01), &Confidence::default(), 0.05, "cpu").unwrap();
+        assert!(!d.abstain && !d.calibrated && d.threshold.is_none());
+    }
+
+    #[test]
+    fn an_uncalibrated_risk_is_an_error() {
+        let e = decide(generation(0.5), &maxprob_only(Some(0.5)), 0.1, "cpu").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("no threshold calibrated for 10% risk"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_files_are_errors() {
+        assert!(Confidence::from_bytes(Some(b"not safetensors"), None, 8).is_err());
+        let e = Confidence::from_bytes(None, Some(b"{"), 8).unwrap_err();
+        assert!(e.to_string().contains("calibration.json is invalid"), "{e}");
+    }
+}

@@ -121,3 +121,21 @@ test('model output is rendered as text, never as HTML', async () => {
   assert.equal(await page.evaluate(() => window.__pwned), undefined);
   await page.close();
 });
+
+test('a broken image shows the crate\'s typed error, and the page recovers', async () => {
+  const page = await browser.newPage();
+  await page.goto(url);
+  await page.waitForSelector('#model-status[data-ready="true"]', { timeout: LOAD_TIMEOUT_MS });
+  await page.setInputFiles('#image-input', {
+    name: 'broken.png', mimeType: 'image/png', buffer: Buffer.from('not a png at all'),
+  });
+  await page.fill('#question', samples[0].question);
+  await page.click('#ask');
+  await page.waitForSelector('#error:not([hidden])', { timeout: LOAD_TIMEOUT_MS });
+  assert.match(await page.textContent('#error'), /^image: /);
+  // The worker survives: a good image is answered afterwards.
+  await page.setInputFiles('#image-input', join(dataDir, samples[0].image));
+  await page.click('#ask');
+  await page.waitForSelector('#result:not([hidden])', { timeout: LOAD_TIMEOUT_MS });
+  await page.close();
+});
