@@ -92,7 +92,9 @@ worker.onerror = (e) => showError(`worker failed: ${e.message}`);
 async function setImage(file) {
   clearError();
   if (!file) return;
-  if (!/^image\/(png|jpeg)$/.test(file.type)) {
+  // The decoder checks the file signature; the MIME type (empty on some systems) only
+  // catches obvious mistakes early.
+  if (file.type && !/^image\/(png|jpeg)$/.test(file.type)) {
     showError(`${file.name} is not a PNG or JPEG image`);
     return;
   }
