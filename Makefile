@@ -33,9 +33,11 @@ test-native: easy-vqa
 test-wasm:
 	$(CARGO) build --lib --target wasm32-unknown-unknown --release
 
+# Clippy runs for wasm32 too: src/web.rs exists only there.
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
+	$(CARGO) clippy --release --lib --target wasm32-unknown-unknown -- -D warnings
 
 # The web page. wasm-bindgen's CLI must match the crate's pinned 0.2.130 exactly. No wasm-opt:
 # Debian's binaryen 108 writes modules Chromium refuses (DESIGN.md); npm binaryen@132 works.
