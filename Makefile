@@ -7,7 +7,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 MODEL ?= models/default
 
-.PHONY: demo test setup test-native test-wasm lint easy-vqa web serve e2e
+.PHONY: demo test setup test-native test-wasm lint easy-vqa web serve e2e setup-web
 
 demo:
 	$(CARGO) build --release
@@ -45,6 +45,13 @@ TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 WASM_BINDGEN ?= wasm-bindgen
 WEB_DIR ?= dist/web
 PORT ?= 8080
+
+# What `make web` and `make e2e` need beyond `make setup`: wasm-bindgen-cli 0.2.130 (without
+# --locked: a locked install hits a yanked dependency) and Debian's chromium for the e2e tests.
+setup-web: setup
+	$(WASM_BINDGEN) --version 2>/dev/null | grep -q ' 0.2.130$$' || \
+	  $(CARGO) install wasm-bindgen-cli --version 0.2.130
+	test -x /usr/bin/chromium || apt-get install -y chromium
 
 web:
 	$(CARGO) build --lib --target wasm32-unknown-unknown --release
