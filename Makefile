@@ -1,11 +1,13 @@
 # relvqa: two entry points for a fresh machine.
 #   make demo  - build, then answer a sample test-split question with the shipped model
 #   make test  - install what the tests need, then run every test and check
+#   make web   - build the web page into dist/web (wasm + page + model); make serve serves it
+#   make e2e   - browser tests of the page (headless Chromium, npm playwright-core)
 SHELL := /bin/bash
 CARGO ?= cargo
 MODEL ?= models/default
 
-.PHONY: demo test setup test-native test-wasm lint easy-vqa lavapipe
+.PHONY: demo test setup test-native test-wasm lint easy-vqa lavapipe web serve e2e setup-web
 
 demo:
 	$(CARGO) build --release
@@ -37,6 +39,44 @@ test-native: easy-vqa lavapipe
 test-wasm:
 	$(CARGO) build --lib --target wasm32-unknown-unknown --release
 
+# Clippy runs for wasm32 too: src/web.rs exists only there.
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
+	$(CARGO) clippy --release --lib --target wasm32-unknown-unknown -- -D warnings
+
+# The web page. wasm-bindgen's CLI must match the crate's pinned 0.2.130 exactly. No wasm-opt:
+# Debian's binaryen 108 writes modules Chromium refuses (DESIGN.md); npm binaryen@132 works.
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
+WASM_BINDGEN ?= wasm-bindgen
+WEB_DIR ?= dist/web
+PORT ?= 8080
+
+# What `make web` and `make e2e` need beyond `make setup`: wasm-bindgen-cli 0.2.130 (without
+# --locked: a locked install hits a yanked dependency) and Debian's chromium for the e2e tests.
+setup-web: setup
+	$(WASM_BINDGEN) --version 2>/dev/null | grep -q ' 0.2.130$$' || \
+	  $(CARGO) install wasm-bindgen-cli --version 0.2.130
+	test -x /usr/bin/chromium || apt-get install -y chromium
+
+web:
+	$(CARGO) build --lib --target wasm32-unknown-unknown --release
+	@$(WASM_BINDGEN) --version | grep -q ' 0.2.130$$' || \
+	  { echo "need wasm-bindgen-cli 0.2.130: cargo install wasm-bindgen-cli --version 0.2.130"; exit 1; }
+	$(WASM_BINDGEN) --target web --out-dir pkg $(TARGET_DIR)/wasm32-unknown-unknown/release/relvqa.wasm
+	rm -rf $(WEB_DIR)
+	mkdir -p $(WEB_DIR)/models
+	cp www/index.html www/app.js www/worker.js www/style.css $(WEB_DIR)/
+	cp -r pkg $(WEB_DIR)/pkg
+	cp -r $(MODEL) $(WEB_DIR)/models/default
+
+serve:
+	node tests/e2e/serve.mjs $(WEB_DIR) $(PORT)
+
+tests/e2e/node_modules: tests/e2e/package-lock.json
+	cd tests/e2e && npm ci --no-audit --no-fund
+	touch $@
+
+e2e: web tests/e2e/node_modules
+	$(CARGO) build --release
+	cd tests/e2e && npm test

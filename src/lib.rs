@@ -14,5 +14,7 @@ pub mod report;
 pub mod selector;
 #[cfg(all(feature = "cli", not(target_arch = "wasm32")))]
 pub mod train;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 
 pub use error::{Error, GpuErrorKind, Result};

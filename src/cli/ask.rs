@@ -3,8 +3,6 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use serde::Serialize;
-
 use super::calibrate::load_calibration;
 use super::ModelArg;
 use crate::backend::cpu::CpuBackend;
@@ -12,10 +10,8 @@ use crate::backend::HostTensor;
 use crate::error::{Error, Result};
 use crate::model::generate::Vqa;
 use crate::model::image::{decode_image, image_to_pixels};
-use crate::selector::features::features;
-use crate::selector::mlp::Selector;
+use crate::selector::decision::{self, Confidence, Decision};
 use crate::selector::store;
-use crate::selector::threshold::Calibration;
 
 #[derive(clap::Args, Debug)]
 pub struct AskArgs {
@@ -35,69 +31,20 @@ pub struct AskArgs {
     json: bool,
 }
 
-/// An answer with its confidence and the abstain decision: the `--json` schema.
-#[derive(Debug, Serialize)]
-pub struct Decision {
-    pub answer: String,
-    pub confidence: f64,
-    /// `selector` when the model ships a Selector, else `maxprob`.
-    pub confidence_source: &'static str,
-    pub abstain: bool,
-    /// Threshold for `risk`; null when the model has no calibration or no threshold reaches it.
-    pub threshold: Option<f64>,
-    pub risk: f64,
-    pub calibrated: bool,
-    /// MaxProb beside the Selector, so the two can be compared on one answer.
-    pub maxprob: f64,
-    pub selector: Option<f64>,
-    pub token_probs: Vec<f32>,
-    pub timings_ms: serde_json::Value,
-}
-
-impl Decision {
-    /// One line for people: the answer, or why there is none.
-    pub fn describe(&self) -> String {
-        if self.abstain {
-            let t = self
-                .threshold
-                .map_or("every threshold".into(), |t| format!("{t:.3}"));
-            format!(
-                "abstain (would say `{}`): {} confidence {:.3} is below {t}, the threshold for {:.0}% risk",
-                self.answer,
-                self.confidence_source,
-                self.confidence,
-                self.risk * 100.0
-            )
-        } else {
-            format!(
-                "{}  (confidence {:.3}, {})",
-                self.answer, self.confidence, self.confidence_source
-            )
-        }
+/// The Selector and MaxProb calibration stored with the model in `dir` (either may be absent).
+pub fn load_confidence(dir: &std::path::Path, hidden_size: usize) -> Result<Confidence> {
+    let selector = store::load(dir)?;
+    if let Some(s) = &selector {
+        s.check_model(hidden_size)?;
     }
+    Ok(Confidence {
+        selector,
+        maxprob_calibration: load_calibration(dir)?,
+    })
 }
 
-/// What decides whether to answer: the Selector with its own thresholds when the model ships
-/// one, else MaxProb with `calibration.json`'s.
-#[derive(Debug, Clone, Default)]
-pub struct Confidence {
-    pub selector: Option<Selector>,
-    pub maxprob_calibration: Option<Calibration>,
-}
-
-impl Confidence {
-    pub fn load(dir: &std::path::Path, hidden_size: usize) -> Result<Self> {
-        let selector = store::load(dir)?;
-        if let Some(s) = &selector {
-            s.check_model(hidden_size)?;
-        }
-        Ok(Self {
-            selector,
-            maxprob_calibration: load_calibration(dir)?,
-        })
-    }
-}
-
+/// Answer `question` about `px` and decide with the library's rule
+/// ([`crate::selector::decision::decide`], the one the web page calls).
 pub fn decide(
     vqa: &Vqa<CpuBackend>,
     conf: &Confidence,
@@ -108,38 +55,15 @@ pub fn decide(
     let t = Instant::now();
     let g = pollster::block_on(vqa.answer(px, question))?;
     let gen_ms = t.elapsed().as_secs_f64() * 1e3;
-    let maxprob = g.maxprob() as f64;
-    let selector = match &conf.selector {
-        Some(s) => Some(s.confidence(&features(&g)?)? as f64),
-        None => None,
-    };
-    let (confidence, source, cal) = match (&conf.selector, selector) {
-        (Some(s), Some(c)) => (c, "selector", Some(&s.meta.calibration)),
-        _ => (maxprob, "maxprob", conf.maxprob_calibration.as_ref()),
-    };
-    let (threshold, abstain) = match cal {
-        Some(c) => (c.threshold(risk)?.threshold, c.abstain(confidence, risk)?),
-        None => (None, false),
-    };
-    Ok(Decision {
-        answer: g.text,
-        confidence,
-        confidence_source: source,
-        abstain,
-        threshold,
-        risk,
-        calibrated: cal.is_some(),
-        maxprob,
-        selector,
-        token_probs: g.token_probs,
-        timings_ms: serde_json::json!({ "generate": gen_ms }),
-    })
+    let mut d = decision::decide(g, conf, risk, "cpu")?;
+    d.timings_ms["generate"] = gen_ms.into();
+    Ok(d)
 }
 
 pub fn run(a: AskArgs) -> Result<()> {
     let t0 = Instant::now();
     let vqa = a.model.load()?;
-    let confidence = Confidence::load(&a.model.model, vqa.model.cfg.text_config.hidden_size)?;
+    let confidence = load_confidence(&a.model.model, vqa.model.cfg.text_config.hidden_size)?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let t1 = Instant::now();
     let bytes = std::fs::read(&a.image).map_err(|e| Error::io(a.image.display().to_string(), e))?;

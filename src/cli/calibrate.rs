@@ -83,11 +83,14 @@ pub fn load_calibration(dir: &Path) -> Result<Option<Calibration>> {
     if !p.exists() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(&p).map_err(|e| Error::io(p.display().to_string(), e))?;
-    serde_json::from_str(&text)
+    let bytes = std::fs::read(&p).map_err(|e| Error::io(p.display().to_string(), e))?;
+    Calibration::from_json_bytes(&bytes)
         .map(Some)
-        .map_err(|e| Error::Model {
-            path: p.display().to_string(),
-            msg: format!("calibration.json is invalid: {e}"),
+        .map_err(|e| match e {
+            Error::Model { msg, .. } => Error::Model {
+                path: p.display().to_string(),
+                msg,
+            },
+            other => other,
         })
 }

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::ask::{decide, Confidence};
+use super::ask::{decide, load_confidence};
 use super::ModelArg;
 use crate::error::{Error, Result};
 use crate::eval::shapes::{self, Split};
@@ -24,7 +24,7 @@ pub struct DemoArgs {
 
 pub fn run(a: DemoArgs) -> Result<()> {
     let vqa = a.model.load()?;
-    let conf = Confidence::load(&a.model.model, vqa.model.cfg.text_config.hidden_size)?;
+    let conf = load_confidence(&a.model.model, vqa.model.cfg.text_config.hidden_size)?;
     std::fs::create_dir_all(&a.out).map_err(|e| Error::io(a.out.display().to_string(), e))?;
     println!(
         "model {} ({}), risk target {:.0}%\n",

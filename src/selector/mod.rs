@@ -2,6 +2,7 @@
 //! (an MLP over the model's own states), with thresholds chosen on val for a target risk or
 //! for the best effective reliability.
 
+pub mod decision;
 pub mod features;
 pub mod mlp;
 pub mod store;

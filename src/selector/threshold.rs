@@ -69,6 +69,14 @@ pub fn risk_key(risk: f64) -> u32 {
 }
 
 impl Calibration {
+    /// Parse the bytes of a `calibration.json`.
+    pub fn from_json_bytes(bytes: &[u8]) -> Result<Self> {
+        serde_json::from_slice(bytes).map_err(|e| Error::Model {
+            path: CALIBRATION_FILE.into(),
+            msg: format!("calibration.json is invalid: {e}; rerun `relvqa calibrate`"),
+        })
+    }
+
     /// Thresholds for every target risk and every Phi cost, from confidences and VQA
     /// accuracies on the calibration split.
     pub fn fit(source: &str, split: &str, conf: &[f64], acc: &[f64]) -> Result<Self> {

@@ -1,0 +1,58 @@
+// The Web Worker that owns the model: the page never blocks on inference.
+// Messages in:  {type: 'load', base}            {type: 'ask', id, image, question, risk}
+// Messages out: {type: 'progress', done, total, file}  {type: 'ready', backend, timings_ms}
+//               {type: 'answer', id, result}    {type: 'error', id?, message}
+import init, { RelVqa } from './pkg/relvqa.js';
+
+const REQUIRED = ['config.json', 'tokenizer.json', 'model.safetensors'];
+const OPTIONAL = ['selector.safetensors', 'calibration.json'];
+
+let model = null;
+let loadTimings = {};
+
+async function fetchBytes(url, required) {
+  const r = await fetch(url);
+  if (!r.ok) {
+    if (!required && r.status === 404) return undefined;
+    throw new Error(`cannot fetch ${url}: HTTP ${r.status}`);
+  }
+  return new Uint8Array(await r.arrayBuffer());
+}
+
+async function load(base) {
+  const t0 = performance.now();
+  await init();
+  const names = [...REQUIRED, ...OPTIONAL];
+  const files = {};
+  let done = 0;
+  await Promise.all(names.map(async (name) => {
+    files[name] = await fetchBytes(`${base}/${name}`, REQUIRED.includes(name));
+    done += 1;
+    postMessage({ type: 'progress', done, total: names.length, file: name });
+  }));
+  const t1 = performance.now();
+  model = new RelVqa(
+    files['config.json'], files['tokenizer.json'], files['model.safetensors'],
+    files['selector.safetensors'], files['calibration.json'],
+  );
+  loadTimings = { fetch: t1 - t0, load: performance.now() - t1 };
+  postMessage({ type: 'ready', backend: model.backend, timings_ms: loadTimings });
+}
+
+function ask({ id, image, question, risk }) {
+  if (!model) throw new Error('the model is not loaded yet');
+  const result = model.ask(new Uint8Array(image), question, risk);
+  result.timings_ms = { ...loadTimings, ...result.timings_ms };
+  postMessage({ type: 'answer', id, result });
+}
+
+onmessage = async (e) => {
+  const msg = e.data;
+  try {
+    if (msg.type === 'load') await load(msg.base);
+    else if (msg.type === 'ask') ask(msg);
+    else throw new Error(`unknown message type ${msg.type}`);
+  } catch (err) {
+    postMessage({ type: 'error', id: msg.id, message: String(err && err.message ? err.message : err) });
+  }
+};
