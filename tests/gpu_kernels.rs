@@ -5,54 +5,20 @@
 //! lost its driver cannot pass silently; without a GPU, `apt-get install mesa-vulkan-drivers`
 //! provides lavapipe (Vulkan on the CPU).
 
-use half::f16;
-use rand::{Rng, SeedableRng};
+mod common;
+
+use common::gpu::{check_tol, gpu, rand_vec, random_packed};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use relvqa::backend::cpu::CpuBackend;
-use relvqa::backend::wgpu::{kernels, GpuContext};
+use relvqa::backend::wgpu::kernels;
 use relvqa::backend::{Backend, HostTensor};
-use relvqa::quant::spec::{Method, QuantSpec};
-use relvqa::quant::PackedTensor;
 use relvqa::{Error, GpuErrorKind};
 
 const TOL: f32 = 1e-4;
 
-fn gpu() -> GpuContext {
-    match pollster::block_on(GpuContext::new()) {
-        Ok(ctx) => ctx,
-        Err(
-            e @ Error::Gpu {
-                kind: GpuErrorKind::NoAdapter,
-                ..
-            },
-        ) => panic!(
-            "no GPU adapter, so the WGSL kernels cannot be tested: {e}\n\
-             Install lavapipe with `apt-get install mesa-vulkan-drivers` and rerun."
-        ),
-        Err(e) => panic!("GPU context failed: {e}"),
-    }
-}
-
-fn rand_vec(rng: &mut ChaCha8Rng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-    (0..n).map(|_| rng.random_range(lo..hi)).collect()
-}
-
-/// Max |got - want| over max(1, max |want|): relative to the output's scale, so values near
-/// zero in a sum of thousands of terms do not dominate.
-fn rel_err(got: &[f32], want: &[f32]) -> f32 {
-    assert_eq!(got.len(), want.len(), "length mismatch");
-    let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
-    got.iter()
-        .zip(want)
-        .map(|(g, w)| (g - w).abs())
-        .fold(0f32, f32::max)
-        / scale
-}
-
 fn check(name: &str, got: &[f32], want: &[f32]) {
-    let e = rel_err(got, want);
-    println!("{name}: max relative error {e:.2e}");
-    assert!(e <= TOL, "{name}: relative error {e:.3e} > {TOL:.0e}");
+    check_tol(name, got, want, TOL);
 }
 
 fn cpu_op(
@@ -69,27 +35,6 @@ fn cpu_op(
         .expect("cpu upload");
     let y = f(&cpu, &t).expect("cpu op");
     pollster::block_on(cpu.read_f32(&y)).expect("cpu read").data
-}
-
-fn random_packed(
-    rng: &mut ChaCha8Rng,
-    bits: u32,
-    group: usize,
-    n: usize,
-    k: usize,
-) -> PackedTensor {
-    let spec = QuantSpec::new(bits, group).expect("spec");
-    let max = spec.max_level() as u8;
-    let levels: Vec<u8> = (0..n * k).map(|_| rng.random_range(0..=max)).collect();
-    let groups = n * k / group;
-    let scales = (0..groups)
-        .map(|_| f16::from_f32(rng.random_range(0.001..0.05)))
-        .collect();
-    // Real-valued zeros, as HQQ leaves them.
-    let zeros = (0..groups)
-        .map(|_| f16::from_f32(rng.random_range(0.0..max as f32)))
-        .collect();
-    PackedTensor::from_levels(spec, Method::Hqq, n, k, &levels, scales, zeros).expect("pack")
 }
 
 /// Plain `x [m, k] · Wᵀ` in f64 from the dequantized reference weight.

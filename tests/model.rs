@@ -36,7 +36,7 @@ fn kv_cache_decode_matches_full_forward() {
     let full = pollster::block_on(b.read_f32(&full)).unwrap();
     let dim = vqa.model.cfg.text_config.hidden_size;
 
-    let mut cache = vqa.model.new_cache();
+    let mut cache = vqa.model.new_cache(64);
     vqa.model
         .forward_hidden(b, &prompt.ids, 1, Some(&px), Some(&mut cache))
         .unwrap();

@@ -118,6 +118,11 @@ pub trait Backend: Clone + std::fmt::Debug {
     fn gelu_tanh(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
     fn silu(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
 
+    /// SwiGLU's gate, `silu(a) * b` (one fused kernel on the GPU).
+    fn silu_mul(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor> {
+        self.mul(&self.silu(a)?, b)
+    }
+
     /// Rows of `table [vocab, d]` for `ids [..]` -> `[.., d]`.
     fn embedding(&self, ids: &Self::Tensor, table: &Self::Tensor) -> Result<Self::Tensor>;
 
@@ -160,8 +165,26 @@ pub trait Backend: Clone + std::fmt::Debug {
         self.reshape(&r, &[s[0], s[1] * n, s[2], s[3]])
     }
 
-    /// Scaled dot-product attention. `q [b, h, s, d]`, `k`/`v [b, h, t, d]`; `mask` is added to
-    /// the scores (`[s, t]`, 0 or -inf) when given.
+    /// Append `new [b, kv, s, d]` keys (or values) to a layer's cache along the sequence
+    /// dimension. `capacity` is how many positions the cache will hold in all, so a backend can
+    /// allocate once and write in place (wgpu); the default concatenates. Only the latest
+    /// returned cache may be appended to: in place, an older one shares the same storage.
+    fn cache_append(
+        &self,
+        past: Option<&Self::Tensor>,
+        new: &Self::Tensor,
+        capacity: usize,
+    ) -> Result<Self::Tensor> {
+        let _ = capacity;
+        match past {
+            Some(p) => self.cat(&[p, new], 2),
+            None => Ok(new.clone()),
+        }
+    }
+
+    /// Scaled dot-product attention. `q [b, h, s, d]`, `k`/`v [b, kv, t, d]` with `h` a
+    /// multiple of `kv` (grouped-query attention: query head `i` reads key head `i / (h / kv)`);
+    /// `mask` is added to the scores (`[s, t]`, 0 or -inf) when given.
     fn attention(
         &self,
         q: &Self::Tensor,
@@ -170,13 +193,26 @@ pub trait Backend: Clone + std::fmt::Debug {
         mask: Option<&Self::Tensor>,
         scale: f32,
     ) -> Result<Self::Tensor> {
-        let kt = self.permute(k, &[0, 1, 3, 2])?;
+        let (h, kv) = (
+            self.shape(q).get(1).copied().unwrap_or(1),
+            self.shape(k).get(1).copied().unwrap_or(1),
+        );
+        if kv == 0 || h % kv != 0 {
+            return Err(crate::Error::Backend {
+                backend: self.name(),
+                op: "attention",
+                msg: format!("{h} query heads do not share {kv} key/value heads evenly"),
+            });
+        }
+        let k = self.repeat_kv(k, h / kv)?;
+        let v = self.repeat_kv(v, h / kv)?;
+        let kt = self.permute(&k, &[0, 1, 3, 2])?;
         let mut scores = self.scale(&self.matmul(q, &kt)?, scale)?;
         if let Some(m) = mask {
             scores = self.add(&scores, m)?;
         }
         let p = self.softmax_last(&scores)?;
-        self.matmul(&p, v)
+        self.matmul(&p, &v)
     }
 }
 

@@ -140,7 +140,7 @@ impl<B: Backend> Vqa<B> {
         let m = &self.model;
         let eou = self.tokenizer.special.end_of_utterance;
         let px = b.upload(pixels)?;
-        let mut cache = m.new_cache();
+        let mut cache = m.new_cache(prompt.ids.len() + self.max_new_tokens + 1);
         let hidden = m.forward_hidden(b, &prompt.ids, 1, Some(&px), Some(&mut cache))?;
         let s = prompt.ids.len();
         let d = m.cfg.text_config.hidden_size;

@@ -1,6 +1,8 @@
 //! Shared fixtures: a tiny random Idefics3 model directory written by the project's own saver.
 #![allow(dead_code)]
 
+pub mod gpu;
+
 use std::path::{Path, PathBuf};
 
 use relvqa::eval::shapes;

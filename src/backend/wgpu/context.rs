@@ -14,18 +14,34 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use super::device::{self, DeviceInfo, ErrorSink};
 use super::oneshot::oneshot;
 use crate::error::{Error, GpuErrorKind, Result};
 
 /// A storage buffer of `len` 32-bit elements (f32 or u32; the kernel decides). Its byte size is
-/// rounded up to 16 so that any buffer can be bound as `array<vec4<..>>`.
+/// rounded up to 16 so that any buffer can be bound as `array<vec4<..>>`. Clones share the
+/// buffer; when the last clone drops, an output buffer returns to the context's pool.
 #[derive(Debug, Clone)]
 pub struct GpuBuffer {
-    pub(crate) buffer: ::wgpu::Buffer,
+    slot: Arc<Slot>,
     len: usize,
+}
+
+#[derive(Debug)]
+struct Slot {
+    buffer: ::wgpu::Buffer,
+    size: u64,
+    pool: Weak<Pool>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.upgrade() {
+            pool.give(self.size, self.buffer.clone());
+        }
+    }
 }
 
 impl GpuBuffer {
@@ -37,6 +53,55 @@ impl GpuBuffer {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    pub(crate) fn raw(&self) -> &::wgpu::Buffer {
+        &self.slot.buffer
+    }
+}
+
+/// Free storage buffers by byte size. A decode step asks for the same sizes as the one before
+/// it, so reusing them saves an allocation per op; reuse is safe without fences because every
+/// op is recorded into one queue in order, so a buffer's last reader runs before its next writer.
+#[derive(Debug, Default)]
+struct Pool {
+    free: Mutex<(HashMap<u64, Vec<::wgpu::Buffer>>, u64)>,
+}
+
+/// The most bytes the pool keeps; beyond it freed buffers are released to the driver.
+const POOL_BYTES: u64 = 256 << 20;
+
+impl Pool {
+    fn give(&self, size: u64, buffer: ::wgpu::Buffer) {
+        if let Ok(mut g) = self.free.lock() {
+            let (map, total) = &mut *g;
+            if *total + size <= POOL_BYTES {
+                *total += size;
+                map.entry(size).or_default().push(buffer);
+            }
+        }
+    }
+
+    fn take(&self, size: u64) -> Option<::wgpu::Buffer> {
+        let mut g = self.free.lock().ok()?;
+        let (map, total) = &mut *g;
+        let b = map.get_mut(&size)?.pop()?;
+        *total -= size;
+        Some(b)
+    }
+
+    fn clear(&self) {
+        if let Ok(mut g) = self.free.lock() {
+            *g = Default::default();
+        }
+    }
+}
+
+/// Options for opening a context.
+#[derive(Debug, Clone, Default)]
+pub struct GpuOptions {
+    /// Cap `maxStorageBufferBindingSize` below the adapter's (the device then enforces it), to
+    /// exercise the splitting of large tensors on a small model, or to mimic a smaller device.
+    pub max_storage_binding: Option<u64>,
 }
 
 /// Pipeline-cache key: the kernel's name and its specialisation (WGSL `override` constants such
@@ -70,7 +135,10 @@ pub struct GpuContext {
     sink: Arc<ErrorSink>,
     modules: Mutex<HashMap<&'static str, ::wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<KernelKey, ::wgpu::ComputePipeline>>,
-    pending: Mutex<Vec<::wgpu::CommandBuffer>>,
+    /// The encoder every dispatch records into until the next submit: a whole forward pass is
+    /// one command buffer.
+    pending: Mutex<Option<::wgpu::CommandEncoder>>,
+    pool: Arc<Pool>,
 }
 
 pub(crate) fn poisoned<T>(_: T) -> Error {
@@ -88,7 +156,11 @@ impl GpuContext {
     /// Open the default adapter. Fails with [`GpuErrorKind::NoAdapter`] (and the fix in the
     /// message) where there is none; callers fall back to the CPU backend on that kind.
     pub async fn new() -> Result<Self> {
-        let (device, queue, info, sink) = device::open().await?;
+        Self::with_options(&GpuOptions::default()).await
+    }
+
+    pub async fn with_options(opts: &GpuOptions) -> Result<Self> {
+        let (device, queue, info, sink) = device::open(opts).await?;
         Ok(Self {
             device,
             queue,
@@ -97,6 +169,7 @@ impl GpuContext {
             modules: Mutex::default(),
             pipelines: Mutex::default(),
             pending: Mutex::default(),
+            pool: Arc::default(),
         })
     }
 
@@ -107,6 +180,7 @@ impl GpuContext {
     /// Release the device now instead of when the last handle drops (a page freeing GPU memory
     /// before loading another model). Every later call fails with [`GpuErrorKind::DeviceLost`].
     pub fn destroy(&self) {
+        self.pool.clear();
         self.device.destroy();
         // Natively wgpu reports the loss only at the next poll; we know it now.
         self.sink
@@ -128,17 +202,22 @@ impl GpuContext {
         &self.info.limits
     }
 
-    /// Refuse a storage buffer the device cannot bind rather than let wgpu fail later.
-    /// Splitting larger tensors across bindings is not implemented yet.
-    fn check_storage_size(&self, what: &str, bytes: u64) -> Result<()> {
+    /// The most bytes one storage binding may hold on this device.
+    pub fn max_binding(&self) -> u64 {
         let l = &self.info.limits;
-        let max = l.max_storage_buffer_binding_size.min(l.max_buffer_size);
+        l.max_storage_buffer_binding_size.min(l.max_buffer_size)
+    }
+
+    /// Refuse a storage buffer the device cannot bind rather than let wgpu fail later. The
+    /// backend splits weight tensors before they get here (`WgpuBackend::upload`).
+    fn check_storage_size(&self, what: &str, bytes: u64) -> Result<()> {
+        let max = self.max_binding();
         if bytes > max {
             return Err(Error::gpu(
                 GpuErrorKind::LimitExceeded,
                 format!(
                     "{what} needs {bytes} bytes, more than this adapter binds at once ({max}); \
-                     tensors this large are not split yet: use a smaller model or the CPU backend"
+                     only weights are split across bindings: use a smaller model or the CPU backend"
                 ),
             ));
         }
@@ -153,7 +232,18 @@ impl GpuContext {
         let size = Self::padded(len);
         self.check_storage_size(label, size)?;
         let buffer = self.buffer_with(label, size, bytes, STORAGE)?;
-        Ok(GpuBuffer { buffer, len })
+        Ok(self.wrap(buffer, size, len))
+    }
+
+    fn wrap(&self, buffer: ::wgpu::Buffer, size: u64, len: usize) -> GpuBuffer {
+        GpuBuffer {
+            slot: Arc::new(Slot {
+                buffer,
+                size,
+                pool: Arc::downgrade(&self.pool),
+            }),
+            len,
+        }
     }
 
     /// A buffer of `size` bytes starting with `bytes` (the rest zero), mapped at creation.
@@ -194,18 +284,23 @@ impl GpuContext {
         self.upload_bytes(label, data.len(), &bytes)
     }
 
-    /// An output buffer of `len` elements (zeroed by wgpu).
+    /// An output buffer of `len` elements, from the pool when one of that size is free. Its
+    /// contents are undefined: kernels write every element of their outputs.
     pub fn storage(&self, label: &str, len: usize) -> Result<GpuBuffer> {
         let size = Self::padded(len);
         self.check_storage_size(label, size)?;
-        let buffer = self.device.create_buffer(&::wgpu::BufferDescriptor {
-            label: Some(label),
-            size,
-            usage: STORAGE,
-            mapped_at_creation: false,
-        });
         self.sink.check()?;
-        Ok(GpuBuffer { buffer, len })
+        let buffer = match self.pool.take(size) {
+            Some(b) => b,
+            None => self.device.create_buffer(&::wgpu::BufferDescriptor {
+                label: Some(label),
+                size,
+                usage: STORAGE,
+                mapped_at_creation: false,
+            }),
+        };
+        self.sink.check()?;
+        Ok(self.wrap(buffer, size, len))
     }
 
     /// The compute pipeline for `key`, compiled from `source` once per key.
@@ -295,7 +390,7 @@ impl GpuContext {
         for (i, b) in buffers.iter().enumerate() {
             entries.push(::wgpu::BindGroupEntry {
                 binding: i as u32 + 1,
-                resource: b.buffer.as_entire_binding(),
+                resource: b.raw().as_entire_binding(),
             });
         }
         let bind_group = self.device.create_bind_group(&::wgpu::BindGroupDescriptor {
@@ -303,27 +398,29 @@ impl GpuContext {
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
-        let mut encoder = self
-            .device
-            .create_command_encoder(&::wgpu::CommandEncoderDescriptor::default());
         {
+            let mut pending = self.pending.lock().map_err(poisoned)?;
+            let encoder = pending.get_or_insert_with(|| self.encoder());
             let mut pass = encoder.begin_compute_pass(&::wgpu::ComputePassDescriptor::default());
             pass.set_pipeline(pipeline);
             pass.set_bind_group(0, &bind_group, &[]);
             pass.dispatch_workgroups(groups.0, groups.1, groups.2);
         }
-        self.pending
-            .lock()
-            .map_err(poisoned)?
-            .push(encoder.finish());
         self.sink.check()
+    }
+
+    fn encoder(&self) -> ::wgpu::CommandEncoder {
+        self.device
+            .create_command_encoder(&::wgpu::CommandEncoderDescriptor {
+                label: Some("relvqa pass"),
+            })
     }
 
     /// Submit everything recorded so far.
     pub fn flush(&self) -> Result<()> {
-        let cmds: Vec<_> = std::mem::take(&mut *self.pending.lock().map_err(poisoned)?);
-        if !cmds.is_empty() {
-            self.queue.submit(cmds);
+        let encoder = self.pending.lock().map_err(poisoned)?.take();
+        if let Some(e) = encoder {
+            self.queue.submit([e.finish()]);
         }
         self.sink.check()
     }
@@ -338,15 +435,10 @@ impl GpuContext {
             usage: ::wgpu::BufferUsages::MAP_READ | ::wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let mut encoder = self
-            .device
-            .create_command_encoder(&::wgpu::CommandEncoderDescriptor::default());
-        encoder.copy_buffer_to_buffer(&buf.buffer, 0, &staging, 0, size);
-        let recorded = self
-            .pending
-            .lock()
-            .map_err(poisoned)
-            .map(|mut p| p.push(encoder.finish()));
+        let recorded = self.pending.lock().map_err(poisoned).map(|mut p| {
+            p.get_or_insert_with(|| self.encoder())
+                .copy_buffer_to_buffer(buf.raw(), 0, &staging, 0, size)
+        });
         let (tx, rx) = oneshot();
         let submitted = recorded.and_then(|_| self.flush());
         if submitted.is_ok() {

@@ -104,7 +104,9 @@ fn wanted_features(adapter: ::wgpu::Features) -> ::wgpu::Features {
 }
 
 /// Create the instance, pick the adapter and open the device.
-pub(crate) async fn open() -> Result<(::wgpu::Device, ::wgpu::Queue, DeviceInfo, Arc<ErrorSink>)> {
+pub(crate) async fn open(
+    opts: &super::GpuOptions,
+) -> Result<(::wgpu::Device, ::wgpu::Queue, DeviceInfo, Arc<ErrorSink>)> {
     // On the web `Instance::new` panics without `navigator.gpu` (wgpu 30), so ask first.
     #[cfg(target_arch = "wasm32")]
     if !::wgpu::util::is_browser_webgpu_supported().await {
@@ -123,7 +125,10 @@ pub(crate) async fn open() -> Result<(::wgpu::Device, ::wgpu::Queue, DeviceInfo,
         .map_err(|e| no_adapter(&format!("no GPU adapter ({e})")))?;
     let ai = adapter.get_info();
     let features = wanted_features(adapter.features());
-    let limits = adapter.limits();
+    let mut limits = adapter.limits();
+    if let Some(cap) = opts.max_storage_binding {
+        limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(cap);
+    }
     let (device, queue) = adapter
         .request_device(&::wgpu::DeviceDescriptor {
             label: Some("relvqa"),

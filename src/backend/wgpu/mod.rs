@@ -1,14 +1,16 @@
 //! WebGPU backend (wgpu): device setup, buffers, pipeline cache, async readback and the WGSL
 //! kernels. Natively it runs on Vulkan/Metal/DX12 (lavapipe in CI), in the browser on WebGPU.
 //!
-//! Status: the foundation only. Kernels are tested one by one against the CPU reference
-//! (`tests/gpu_kernels.rs`); the [`Backend`](super::Backend) trait is not implemented yet, so
-//! the model cannot run on it.
+//! [`WgpuBackend`] implements the [`Backend`](super::Backend) trait, so the one model
+//! definition runs on it. Kernels are tested one by one against the CPU reference
+//! (`tests/gpu_kernels.rs`) and the whole model against the CPU backend (`tests/gpu_backend.rs`).
 
+mod backend;
 mod context;
 mod device;
 pub mod kernels;
 mod oneshot;
 
-pub use context::{GpuBuffer, GpuContext, KernelKey};
+pub use backend::{WgpuBackend, WgpuTensor};
+pub use context::{GpuBuffer, GpuContext, GpuOptions, KernelKey};
 pub use device::DeviceInfo;

@@ -76,8 +76,13 @@ impl<B: Backend> Idefics3<B> {
         })
     }
 
-    pub fn new_cache(&self) -> KvCache<B> {
-        KvCache::new(self.cfg.text_config.num_hidden_layers)
+    /// A cache for up to `positions` positions (prompt plus answer), capped at the context.
+    pub fn new_cache(&self, positions: usize) -> KvCache<B> {
+        let t = &self.cfg.text_config;
+        KvCache::new(
+            t.num_hidden_layers,
+            positions.min(t.max_position_embeddings),
+        )
     }
 
     /// `pixels [n, 3, h, w] -> [n, image_seq_len, text_hidden]`.

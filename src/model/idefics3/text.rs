@@ -25,13 +25,16 @@ struct DecoderLayer<B: Backend> {
 pub struct KvCache<B: Backend> {
     layers: Vec<Option<(B::Tensor, B::Tensor)>>,
     len: usize,
+    /// Positions the cache is expected to hold in all (a hint: backends that preallocate use it).
+    capacity: usize,
 }
 
 impl<B: Backend> KvCache<B> {
-    pub fn new(layers: usize) -> Self {
+    pub fn new(layers: usize, capacity: usize) -> Self {
         Self {
             layers: vec![None; layers],
             len: 0,
+            capacity,
         }
     }
     /// Number of cached positions.
@@ -195,23 +198,21 @@ impl<B: Backend> TextModel<B> {
             let mut k = b.rope(&heads(l.k.forward(b, &x)?, nkv)?, &cos, &sin)?;
             let mut v = heads(l.v.forward(b, &x)?, nkv)?;
             if let Some(c) = cache.as_deref_mut() {
+                let capacity = c.capacity;
                 if let Some(slot) = c.layers.get_mut(i) {
-                    if let Some((pk, pv)) = slot.take() {
-                        k = b.cat(&[&pk, &k], 2)?;
-                        v = b.cat(&[&pv, &v], 2)?;
-                    }
+                    let past = slot.take();
+                    k = b.cache_append(past.as_ref().map(|p| &p.0), &k, capacity)?;
+                    v = b.cache_append(past.as_ref().map(|p| &p.1), &v, capacity)?;
                     *slot = Some((k.clone(), v.clone()));
                 }
             }
-            let k = b.repeat_kv(&k, nh / nkv)?;
-            let v = b.repeat_kv(&v, nh / nkv)?;
             let a = b.attention(&q, &k, &v, mask.as_ref(), scale)?;
             let a = b.reshape(&b.permute(&a, &[0, 2, 1, 3])?, &[bs, s, nh * hd])?;
             h = b.add(&h, &l.o.forward(b, &a)?)?;
             let x = l.post_norm.forward(b, &h)?;
-            let g = b.silu(&l.gate.forward(b, &x)?)?;
+            let g = l.gate.forward(b, &x)?;
             let u = l.up.forward(b, &x)?;
-            h = b.add(&h, &l.down.forward(b, &b.mul(&g, &u)?)?)?;
+            h = b.add(&h, &l.down.forward(b, &b.silu_mul(&g, &u)?)?)?;
         }
         if let Some(c) = cache {
             c.len += s;

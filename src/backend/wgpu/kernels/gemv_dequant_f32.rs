@@ -51,6 +51,18 @@ impl GpuPacked {
     }
 }
 
+impl GpuPacked {
+    /// Words, scales and zeros, in the binding order of the packed kernels.
+    pub(super) fn buffers(&self) -> (&GpuBuffer, &GpuBuffer, &GpuBuffer) {
+        (&self.words, &self.scales, &self.zeros)
+    }
+
+    /// Bytes on the device (words, scales and zeros).
+    pub fn nbytes(&self) -> usize {
+        4 * (self.words.len() + self.scales.len() + self.zeros.len())
+    }
+}
+
 /// `x [m, k]` (row-major f32) times `Wᵀ` -> `y [m, n]`.
 pub fn gemv_dequant(ctx: &GpuContext, x: &GpuBuffer, m: usize, w: &GpuPacked) -> Result<GpuBuffer> {
     const OP: &str = "gemv_dequant";

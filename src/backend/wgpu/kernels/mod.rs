@@ -10,21 +10,40 @@
 //! `enable subgroups;` (unimplemented extension) while Chrome requires it, and wgpu 30 on the
 //! web never reports the feature: today such a variant would be native-only.
 
+mod attention_f32;
+mod binary_f32;
+mod copy_strided_f32;
+mod embedding_f32;
 mod gelu_tanh_f32;
+mod gemm_dequant_f32;
 mod gemv_dequant_f32;
+mod gemv_f32;
 mod layer_norm_f32;
 mod matmul_tiled_f32;
 mod rms_norm_f32;
+mod rope_f32;
 mod silu_mul_f32;
 mod softmax_last_f32;
+mod unary_f32;
 
+pub use attention_f32::{attention, AttentionShape};
+pub use binary_f32::{binary, broadcast_shape, BinaryOp};
+pub use copy_strided_f32::{contiguous_strides, copy_strided, View};
+pub use embedding_f32::embedding;
 pub use gelu_tanh_f32::gelu_tanh;
+pub use gemm_dequant_f32::gemm_dequant;
 pub use gemv_dequant_f32::{gemv_dequant, GpuPacked};
+pub use gemv_f32::gemv;
 pub use layer_norm_f32::layer_norm;
 pub use matmul_tiled_f32::{matmul, MatmulShape};
 pub use rms_norm_f32::rms_norm;
+pub use rope_f32::rope;
 pub use silu_mul_f32::silu_mul;
 pub use softmax_last_f32::softmax_last;
+pub use unary_f32::{unary, UnaryOp};
+
+/// The highest rank the strided kernels (copy, broadcasting binary ops) take.
+pub const RANK: usize = 6;
 
 use crate::error::{Error, GpuErrorKind, Result};
 
@@ -112,7 +131,27 @@ mod tests {
 
     #[test]
     fn rust_params_match_wgsl_params() {
-        let cases: [(&[&str], &str); 7] = [
+        let cases: [(&[&str], &str); 15] = [
+            (
+                super::attention_f32::Params::FIELDS,
+                super::attention_f32::SRC,
+            ),
+            (super::binary_f32::Params::FIELDS, super::binary_f32::SRC),
+            (
+                super::copy_strided_f32::Params::FIELDS,
+                super::copy_strided_f32::SRC,
+            ),
+            (
+                super::embedding_f32::Params::FIELDS,
+                super::embedding_f32::SRC,
+            ),
+            (
+                super::gemm_dequant_f32::Params::FIELDS,
+                super::gemm_dequant_f32::SRC,
+            ),
+            (super::gemv_f32::Params::FIELDS, super::gemv_f32::SRC),
+            (super::rope_f32::Params::FIELDS, super::rope_f32::SRC),
+            (super::unary_f32::Params::FIELDS, super::unary_f32::SRC),
             (
                 super::gelu_tanh_f32::Params::FIELDS,
                 super::gelu_tanh_f32::SRC,
