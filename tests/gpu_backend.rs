@@ -524,3 +524,30 @@ fn a_lost_device_fails_the_next_answer_with_a_typed_error() {
         "{e}"
     );
 }
+
+/// `relvqa ask --backend gpu --json` gives the CPU's answer, confidence and decision on test
+/// images (the default model with its Selector and calibration).
+#[test]
+fn ask_backend_gpu_equals_cpu_on_test_images() {
+    let d = tempfile::tempdir().expect("tempdir");
+    for i in 0..4u64 {
+        let s = shapes::sample(Split::Test, i);
+        let img = d.path().join(format!("q{i}.png"));
+        s.image.save(&img).expect("png");
+        let cpu = common::ask_json(None, &img, &s.question.text, &[]);
+        let gpu = common::ask_json(None, &img, &s.question.text, &["--backend", "gpu"]);
+        assert_eq!(gpu["backend"], "wgpu");
+        assert_eq!(cpu["backend"], "cpu");
+        for k in ["answer", "abstain", "confidence_source", "threshold"] {
+            assert_eq!(gpu[k], cpu[k], "question {i}: {k}");
+        }
+        for k in ["confidence", "maxprob"] {
+            let (g, c) = (gpu[k].as_f64(), cpu[k].as_f64());
+            let close = match (g, c) {
+                (Some(g), Some(c)) => (g - c).abs() < 1e-4,
+                _ => g == c,
+            };
+            assert!(close, "question {i}: {k} {g:?} vs {c:?}");
+        }
+    }
+}

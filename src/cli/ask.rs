@@ -4,9 +4,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use super::calibrate::load_calibration;
-use super::ModelArg;
-use crate::backend::cpu::CpuBackend;
-use crate::backend::HostTensor;
+use super::{with_backend, BackendArg, ModelArg};
+use crate::backend::{Backend, HostTensor};
 use crate::error::{Error, Result};
 use crate::model::generate::Vqa;
 use crate::model::image::{decode_image, image_to_pixels};
@@ -17,6 +16,8 @@ use crate::selector::store;
 pub struct AskArgs {
     #[command(flatten)]
     model: ModelArg,
+    #[command(flatten)]
+    backend: BackendArg,
     /// PNG or JPEG image.
     #[arg(long)]
     image: PathBuf,
@@ -45,8 +46,8 @@ pub fn load_confidence(dir: &std::path::Path, hidden_size: usize) -> Result<Conf
 
 /// Answer `question` about `px` and decide with the library's rule
 /// ([`crate::selector::decision::decide`], the one the web page calls).
-pub fn decide(
-    vqa: &Vqa<CpuBackend>,
+pub fn decide<B: Backend>(
+    vqa: &Vqa<B>,
     conf: &Confidence,
     px: &HostTensor,
     question: &str,
@@ -55,14 +56,18 @@ pub fn decide(
     let t = Instant::now();
     let g = pollster::block_on(vqa.answer(px, question))?;
     let gen_ms = t.elapsed().as_secs_f64() * 1e3;
-    let mut d = decision::decide(g, conf, risk, "cpu")?;
+    let mut d = decision::decide(g, conf, risk, vqa.backend.name())?;
     d.timings_ms["generate"] = gen_ms.into();
     Ok(d)
 }
 
 pub fn run(a: AskArgs) -> Result<()> {
+    with_backend!(a.backend.backend, |b| run_on(b, &a))
+}
+
+fn run_on<B: Backend>(backend: B, a: &AskArgs) -> Result<()> {
     let t0 = Instant::now();
-    let vqa = a.model.load()?;
+    let vqa = a.model.load_on(backend)?;
     let confidence = load_confidence(&a.model.model, vqa.model.cfg.text_config.hidden_size)?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let t1 = Instant::now();

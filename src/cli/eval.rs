@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::ModelArg;
-use crate::backend::cpu::CpuBackend;
+use super::{with_backend, BackendArg, ModelArg};
+use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::eval::accuracy::{evaluate, EvalReport};
 use crate::eval::ood::EasyVqa;
@@ -16,6 +16,8 @@ use crate::model::generate::Vqa;
 pub struct EvalArgs {
     #[command(flatten)]
     model: ModelArg,
+    #[command(flatten)]
+    backend: BackendArg,
     /// train, dev, val or test.
     #[arg(long, default_value = "test")]
     split: String,
@@ -53,7 +55,11 @@ pub struct EvalArgs {
 
 /// Greedy-answer the first `n` questions of `split` behind a progress bar (all commands that
 /// evaluate share this).
-pub fn evaluate_with_progress(vqa: &Vqa<CpuBackend>, split: Split, n: usize) -> Result<EvalReport> {
+pub fn evaluate_with_progress<B: Backend>(
+    vqa: &Vqa<B>,
+    split: Split,
+    n: usize,
+) -> Result<EvalReport> {
     let pb = ProgressBar::new(n as u64);
     if let Ok(s) =
         ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {per_sec}")
@@ -78,6 +84,13 @@ pub fn print_report(r: &EvalReport) {
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
+    with_backend!(a.backend.backend, |b| run_on(b, &a))
+}
+
+fn run_on<B: Backend>(backend: B, a: &EvalArgs) -> Result<()>
+where
+    Vqa<B>: Sync,
+{
     let split = Split::parse(&a.split)?;
     let n = a.limit.unwrap_or(split.default_len());
     if n == usize::MAX {
@@ -102,26 +115,26 @@ pub fn run(a: EvalArgs) -> Result<()> {
             out: out.clone(),
             easy_vqa: a.easy_vqa.clone().unwrap_or_else(EasyVqa::default_dir),
         };
-        super::report::run(&o)?;
+        super::report::run(&backend, &o)?;
         return Ok(());
     }
     if let Some(v) = &a.variants {
-        let rows = super::variants::run(&a.model.model, v, &a.work, split, n)?;
+        let rows = super::variants::run(&backend, &a.model.model, v, &a.work, split, n)?;
         super::variants::print_table(&rows);
-        if let Some(p) = a.json {
-            write_json(&p, &rows)?;
+        if let Some(p) = &a.json {
+            write_json(p, &rows)?;
         }
         return Ok(());
     }
-    let vqa = a.model.load()?;
+    let vqa = a.model.load_on(backend)?;
     let r = evaluate_with_progress(&vqa, split, n)?;
     print_report(&r);
     println!(
         "  (image-blind baseline, each family's most common answer: {:.2}%)",
         crate::eval::accuracy::prior_only_accuracy(split, n) * 100.0
     );
-    if let Some(p) = a.json {
-        write_json(&p, &r)?;
+    if let Some(p) = &a.json {
+        write_json(p, &r)?;
     }
     Ok(())
 }

@@ -92,6 +92,58 @@ pub struct ModelArg {
 
 impl ModelArg {
     pub fn load(&self) -> Result<Vqa<CpuBackend>> {
-        crate::model::loader::load_path(CpuBackend::new(), &self.model)
+        self.load_on(CpuBackend::new())
+    }
+
+    pub fn load_on<B: crate::backend::Backend>(&self, b: B) -> Result<Vqa<B>> {
+        crate::model::loader::load_path(b, &self.model)
     }
 }
+
+/// Where the model runs.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// candle on the CPU, all cores.
+    #[default]
+    Cpu,
+    /// wgpu: Vulkan, Metal or DX12 (lavapipe, Vulkan on the CPU, where there is no GPU).
+    Gpu,
+}
+
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct BackendArg {
+    /// `cpu` or `gpu` (the WGSL kernels through wgpu; same answers, see tests/gpu_backend.rs).
+    #[arg(long, value_enum, default_value_t = BackendChoice::Cpu)]
+    pub backend: BackendChoice,
+}
+
+/// Open the GPU backend and say which adapter it got (on stderr, so `--json` stays clean).
+pub fn open_gpu() -> Result<crate::backend::wgpu::WgpuBackend> {
+    let b = pollster::block_on(crate::backend::wgpu::WgpuBackend::new())?;
+    let i = b.context().info();
+    eprintln!(
+        "gpu: {} ({}{})",
+        i.adapter,
+        i.backend,
+        if i.is_software { ", software" } else { "" }
+    );
+    Ok(b)
+}
+
+/// Run `$body` with `$b` bound to the chosen backend. The commands are generic over the
+/// backend, so this is the one place that picks it.
+macro_rules! with_backend {
+    ($choice:expr, |$b:ident| $body:expr) => {
+        match $choice {
+            $crate::cli::BackendChoice::Cpu => {
+                let $b = $crate::backend::cpu::CpuBackend::new();
+                $body
+            }
+            $crate::cli::BackendChoice::Gpu => {
+                let $b = $crate::cli::open_gpu()?;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_backend;

@@ -15,12 +15,13 @@ use serde::Serialize;
 use super::scoring::score;
 use super::selector::train_and_store;
 use super::variants::{parse_list, prepare, Prepared, Variant};
-use crate::backend::cpu::CpuBackend;
+use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::eval::ood::{id_item, mixture, ood_item, EasyVqa};
 use crate::eval::predict::{Scored, Selectors};
 use crate::eval::shapes::Split;
 use crate::metrics::{self, CoverageAtRisk, CurvePoint, PhiReport, PHI_COSTS};
+use crate::model::generate::Vqa;
 use crate::model::loader::load_path;
 use crate::selector::mlp::Selector;
 use crate::selector::store;
@@ -220,11 +221,14 @@ fn group_scores(rows: &[Scored], key: impl Fn(&Scored) -> String) -> BTreeMap<St
 
 /// The Selector stored with `p`, trained first if there is none; with the val answers when
 /// training produced them.
-fn own_selector(
+fn own_selector<B: Backend>(
     p: &Prepared,
-    vqa: &crate::model::generate::Vqa<CpuBackend>,
+    vqa: &Vqa<B>,
     o: &ReportOptions,
-) -> Result<(Selector, Option<Vec<Scored>>)> {
+) -> Result<(Selector, Option<Vec<Scored>>)>
+where
+    Vqa<B>: Sync,
+{
     // An existing Selector is used as it is: the report chooses its own thresholds on this
     // run's val answers, so only a missing Selector is trained (and stored with the model).
     if let Some(s) = store::load(&p.path)? {
@@ -302,7 +306,10 @@ fn write_cache(path: &Path, c: &Cached) -> Result<()> {
     std::fs::write(path, bytes).map_err(|e| Error::io(path.display().to_string(), e))
 }
 
-pub fn run(o: &ReportOptions) -> Result<Report> {
+pub fn run<B: Backend>(backend: &B, o: &ReportOptions) -> Result<Report>
+where
+    Vqa<B>: Sync,
+{
     let easy = EasyVqa::load(&o.easy_vqa)?;
     let prepared = prepare(&o.model, &parse_list(&o.variants)?, &o.work)?;
     let f16_bytes = super::variants::prepare(&o.model, &[Variant::F16], &o.work)?
@@ -312,7 +319,7 @@ pub fn run(o: &ReportOptions) -> Result<Report> {
         .map_err(|e| Error::io(o.out.display().to_string(), e))?;
 
     // The f16 Selector is needed by every variant (robustness mode), so it comes first.
-    let f16_vqa = load_path(CpuBackend::new(), &o.model)?;
+    let f16_vqa = load_path(backend.clone(), &o.model)?;
     let f16_prepared = Prepared {
         variant: Variant::F16,
         path: o.model.clone(),
@@ -326,7 +333,7 @@ pub fn run(o: &ReportOptions) -> Result<Report> {
     for p in &prepared {
         let name = p.variant.name();
         eprintln!("== {name}");
-        let vqa = load_path(CpuBackend::new(), &p.path)?;
+        let vqa = load_path(backend.clone(), &p.path)?;
         let (own, val) = own_selector(p, &vqa, o)?;
         let sel = Selectors {
             own: Some(&own),

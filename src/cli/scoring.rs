@@ -2,7 +2,7 @@
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::backend::cpu::CpuBackend;
+use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::eval::ood::Item;
 use crate::eval::predict::{predict, Scored, Selectors};
@@ -22,8 +22,8 @@ pub fn progress_bar(n: usize, label: &str) -> ProgressBar {
 /// Answer and score items `0..n` (built by `item`) with one worker thread per core.
 /// Questions are independent, so a worker takes every `workers`-th index; the result is in
 /// index order whatever the interleaving.
-pub fn score<F>(
-    vqa: &Vqa<CpuBackend>,
+pub fn score<B: Backend, F>(
+    vqa: &Vqa<B>,
     n: usize,
     item: F,
     sel: Selectors<'_>,
@@ -31,11 +31,14 @@ pub fn score<F>(
 ) -> Result<Vec<Scored>>
 where
     F: Fn(usize) -> Result<Item> + Sync,
+    Vqa<B>: Sync,
 {
-    let workers = std::thread::available_parallelism()
-        .map(|w| w.get())
-        .unwrap_or(1)
-        .clamp(1, n.max(1));
+    // A GPU already runs each op in parallel, and its ops share one queue: one worker.
+    let cores = match vqa.backend.name() {
+        "cpu" => std::thread::available_parallelism().map_or(1, |w| w.get()),
+        _ => 1,
+    };
+    let workers = cores.clamp(1, n.max(1));
     let pb = progress_bar(n, label);
     let run = |w: usize| -> Result<Vec<(usize, Scored)>> {
         let mut out = Vec::new();

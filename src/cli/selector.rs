@@ -5,7 +5,6 @@ use std::path::Path;
 
 use super::scoring::score;
 use super::ModelArg;
-use crate::backend::cpu::CpuBackend;
 use crate::error::{Error, Result};
 use crate::eval::ood::id_item;
 use crate::eval::predict::{Scored, Selectors};
@@ -94,14 +93,17 @@ pub fn examples(scored: &[Scored]) -> Vec<Example> {
 
 /// Score dev and val with `vqa`, train its Selector, and store it and the MaxProb calibration
 /// in `dir`. Returns the Selector and the val answers (scored by it).
-pub fn train_and_store(
-    vqa: &Vqa<CpuBackend>,
+pub fn train_and_store<B: crate::backend::Backend>(
+    vqa: &Vqa<B>,
     dir: &Path,
     label: &str,
     dev_n: usize,
     val_n: usize,
     o: &SelectorTrainOptions,
-) -> Result<(Selector, Vec<Scored>)> {
+) -> Result<(Selector, Vec<Scored>)>
+where
+    Vqa<B>: Sync,
+{
     if dev_n == 0 || val_n == 0 {
         return Err(Error::Invalid(
             "the Selector needs at least one dev and one val question".into(),

@@ -7,7 +7,6 @@ use sha2::{Digest, Sha256};
 
 use super::eval::evaluate_with_progress;
 use super::quantize::{build_package, options};
-use crate::backend::cpu::CpuBackend;
 use crate::error::{Error, Result};
 use crate::eval::accuracy::EvalReport;
 use crate::eval::shapes::Split;
@@ -169,7 +168,8 @@ pub fn prepare(model: &Path, vs: &[Variant], work: &Path) -> Result<Vec<Prepared
     Ok(out)
 }
 
-pub fn run(
+pub fn run<B: crate::backend::Backend>(
+    backend: &B,
     model: &Path,
     variants: &str,
     work: &Path,
@@ -179,7 +179,7 @@ pub fn run(
     let prepared = prepare(model, &parse_list(variants)?, work)?;
     let mut out = Vec::new();
     for p in prepared {
-        let vqa = load_path(CpuBackend::new(), &p.path)?;
+        let vqa = load_path(backend.clone(), &p.path)?;
         eprintln!("evaluating {}", p.variant.name());
         let r: EvalReport = evaluate_with_progress(&vqa, split, n)?;
         out.push(VariantResult {
