@@ -42,6 +42,9 @@ pub struct KernelsArgs {
     /// back; auto: cold for shapes of 1M weights or more.
     #[arg(long, value_enum, default_value_t = CacheMode::Auto)]
     cache: CacheMode,
+    /// Skip the GPU half (WGSL kernels through wgpu).
+    #[arg(long)]
+    no_gpu: bool,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +86,9 @@ struct Report {
     llc_bytes: usize,
     bandwidth: Bandwidth,
     shapes: Vec<ShapeReport>,
+    gpu: Option<super::bench_gpu::GpuReport>,
+    /// Why there is no GPU half (no adapter, `--no-gpu`).
+    gpu_skipped: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -152,12 +158,36 @@ fn kernels(a: KernelsArgs) -> Result<()> {
         shapes.push(s);
     }
     print_summary(&shapes);
+    let (gpu, gpu_skipped) = if a.no_gpu {
+        (None, Some("--no-gpu".to_string()))
+    } else {
+        let cpu_int4: Vec<(String, usize, usize, f64)> = shapes
+            .iter()
+            .filter_map(|s| {
+                let r = s
+                    .rows
+                    .iter()
+                    .find(|r| r.m == 1 && r.kernel.starts_with("relvqa int4"))?;
+                Some((s.name.clone(), s.k, s.n, r.median_us / 1e6))
+            })
+            .collect();
+        match super::bench_gpu::run(&cpu_int4, reps) {
+            Ok(g) => (Some(g), None),
+            // A benchmark, not a test: say why and keep the CPU numbers.
+            Err(e) => {
+                println!("\nGPU half skipped: {e}");
+                (None, Some(e.to_string()))
+            }
+        }
+    };
     let report = Report {
         threads,
         isa_int4: isa_for(4).name(),
         llc_bytes: llc,
         bandwidth,
         shapes,
+        gpu,
+        gpu_skipped,
     };
     if let Some(p) = &a.json {
         let text =
@@ -514,7 +544,7 @@ fn fmt_bytes(b: usize) -> String {
     }
 }
 
-fn fmt_time(us: f64) -> String {
+pub(super) fn fmt_time(us: f64) -> String {
     if us >= 1000.0 {
         format!("{:.3} ms", us / 1000.0)
     } else {

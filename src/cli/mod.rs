@@ -2,6 +2,7 @@
 
 mod ask;
 mod bench;
+mod bench_gpu;
 mod calibrate;
 mod dataset;
 mod demo;

@@ -58,6 +58,11 @@ impl WgpuTensor {
         }
     }
 
+    /// A tensor over a buffer a kernel wrote directly (benchmarks, tests).
+    pub fn from_buffer(buf: GpuBuffer, shape: Vec<usize>) -> Self {
+        Self::dense(buf, shape)
+    }
+
     pub fn shape(&self) -> &[usize] {
         &self.shape
     }

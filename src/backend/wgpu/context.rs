@@ -416,6 +416,18 @@ impl GpuContext {
             })
     }
 
+    /// Record a plain copy of `src` into `dst` (the driver's copy, no kernel): what
+    /// `relvqa bench kernels` measures the device's memory bandwidth with.
+    pub fn copy_buffer(&self, src: &GpuBuffer, dst: &GpuBuffer) -> Result<()> {
+        let size = src.slot.size.min(dst.slot.size);
+        let mut pending = self.pending.lock().map_err(poisoned)?;
+        pending
+            .get_or_insert_with(|| self.encoder())
+            .copy_buffer_to_buffer(src.raw(), 0, dst.raw(), 0, size);
+        drop(pending);
+        self.sink.check()
+    }
+
     /// Submit everything recorded so far.
     pub fn flush(&self) -> Result<()> {
         let encoder = self.pending.lock().map_err(poisoned)?.take();
