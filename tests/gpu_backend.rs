@@ -23,6 +23,23 @@ use relvqa::{Error, GpuErrorKind};
 
 const TOL: f32 = 1e-4;
 
+/// The default backend (subgroup reductions where the adapter has them, as lavapipe does) and
+/// one forced onto the workgroup-memory reductions every adapter has (SwiftShader's path).
+fn both_reduction_paths() -> Vec<WgpuBackend> {
+    let with = gpu_backend();
+    println!(
+        "adapter {}: subgroup reductions {}",
+        with.context().info().adapter,
+        with.context().uses_subgroups()
+    );
+    let without = gpu_backend_with(&GpuOptions {
+        no_subgroups: true,
+        ..GpuOptions::default()
+    });
+    assert!(!without.context().uses_subgroups());
+    vec![with, without]
+}
+
 fn host(shape: &[usize], seed: u64) -> HostTensor {
     let n = shape.iter().product();
     HostTensor::new(shape.to_vec(), rand_vec(&mut rng(seed), n, -1.0, 1.0)).expect("host")
@@ -118,20 +135,21 @@ fn arithmetic_broadcasts_like_cpu() {
 
 #[test]
 fn matmuls_and_linears_match_cpu() {
-    let g = &gpu_backend();
-    parity!(
-        g,
-        "batched matmul",
-        vec![host(&[2, 3, 17, 19], 1), host(&[2, 3, 19, 5], 2)],
-        |b, t| b.matmul(&t[0], &t[1])
-    );
-    for (m, k, n) in [(1, 64, 33), (3, 20, 7), (5, 37, 11), (40, 128, 70)] {
+    for g in &both_reduction_paths() {
         parity!(
             g,
-            &format!("linear m={m} k={k} n={n}"),
-            vec![host(&[1, m, k], 3), host(&[n, k], 4), host(&[n], 5)],
-            |b, t| b.linear(&t[0], &t[1], Some(&t[2]))
+            "batched matmul",
+            vec![host(&[2, 3, 17, 19], 1), host(&[2, 3, 19, 5], 2)],
+            |b, t| b.matmul(&t[0], &t[1])
         );
+        for (m, k, n) in [(1, 64, 33), (3, 20, 7), (5, 37, 11), (40, 128, 70)] {
+            parity!(
+                g,
+                &format!("linear m={m} k={k} n={n}"),
+                vec![host(&[1, m, k], 3), host(&[n, k], 4), host(&[n], 5)],
+                |b, t| b.linear(&t[0], &t[1], Some(&t[2]))
+            );
+        }
     }
 }
 
@@ -140,118 +158,121 @@ fn matmuls_and_linears_match_cpu() {
 /// src/quant/kernels/act.rs), so against it the tolerance is that rounding's.
 #[test]
 fn packed_linears_match_the_reference_for_every_bit_width() {
-    let g = &gpu_backend();
     let cpu = CpuBackend::new();
     let mut r = rng(11);
-    for bits in [8u32, 4, 3, 2] {
-        for (m, n, k, group) in [(1, 37, 96, 32), (3, 50, 160, 32), (33, 70, 256, 64)] {
-            let w = common::gpu::random_packed(&mut r, bits, group, n, k);
-            let x = host(&[m, k], 12);
-            let bias = host(&[n], 13);
-            let wd = w.dequantize();
-            let exact: Vec<f32> = (0..m * n)
-                .map(|i| {
-                    let (row, col) = (i / n, i % n);
-                    let dot: f64 = (0..k)
-                        .map(|t| x.data[row * k + t] as f64 * wd[col * k + t] as f64)
-                        .sum();
-                    (dot + bias.data[col] as f64) as f32
-                })
-                .collect();
-            let on = |b: &dyn Fn() -> relvqa::Result<HostTensor>| b().expect("packed linear");
-            let got = on(&|| {
-                let y = g.linear_packed(
-                    &g.upload(&x)?,
-                    &g.upload_packed(&w)?,
-                    Some(&g.upload(&bias)?),
-                )?;
-                pollster::block_on(g.read_f32(&y))
-            });
-            let via_cpu = on(&|| {
-                let y = cpu.linear_packed(
-                    &cpu.upload(&x)?,
-                    &cpu.upload_packed(&w)?,
-                    Some(&cpu.upload(&bias)?),
-                )?;
-                pollster::block_on(cpu.read_f32(&y))
-            });
-            assert_eq!(got.shape, vec![m, n]);
-            let name = format!("int{bits} m={m} n={n} k={k} g={group}");
-            check_tol(&name, &got.data, &exact, TOL);
-            check_tol(
-                &format!("{name} vs CPU (int8 activations)"),
-                &got.data,
-                &via_cpu.data,
-                1e-2,
-            );
+    for g in &both_reduction_paths() {
+        for bits in [8u32, 4, 3, 2] {
+            for (m, n, k, group) in [(1, 37, 96, 32), (3, 50, 160, 32), (33, 70, 256, 64)] {
+                let w = common::gpu::random_packed(&mut r, bits, group, n, k);
+                let x = host(&[m, k], 12);
+                let bias = host(&[n], 13);
+                let wd = w.dequantize();
+                let exact: Vec<f32> = (0..m * n)
+                    .map(|i| {
+                        let (row, col) = (i / n, i % n);
+                        let dot: f64 = (0..k)
+                            .map(|t| x.data[row * k + t] as f64 * wd[col * k + t] as f64)
+                            .sum();
+                        (dot + bias.data[col] as f64) as f32
+                    })
+                    .collect();
+                let on = |b: &dyn Fn() -> relvqa::Result<HostTensor>| b().expect("packed linear");
+                let got = on(&|| {
+                    let y = g.linear_packed(
+                        &g.upload(&x)?,
+                        &g.upload_packed(&w)?,
+                        Some(&g.upload(&bias)?),
+                    )?;
+                    pollster::block_on(g.read_f32(&y))
+                });
+                let via_cpu = on(&|| {
+                    let y = cpu.linear_packed(
+                        &cpu.upload(&x)?,
+                        &cpu.upload_packed(&w)?,
+                        Some(&cpu.upload(&bias)?),
+                    )?;
+                    pollster::block_on(cpu.read_f32(&y))
+                });
+                assert_eq!(got.shape, vec![m, n]);
+                let name = format!("int{bits} m={m} n={n} k={k} g={group}");
+                check_tol(&name, &got.data, &exact, TOL);
+                check_tol(
+                    &format!("{name} vs CPU (int8 activations)"),
+                    &got.data,
+                    &via_cpu.data,
+                    1e-2,
+                );
+            }
         }
     }
 }
 
 #[test]
 fn norms_and_activations_match_cpu() {
-    let g = &gpu_backend();
-    parity!(
-        g,
-        "rms_norm",
-        vec![host(&[3, 5, 130], 1), host(&[130], 2)],
-        |b, t| b.rms_norm(&t[0], &t[1], 1e-5)
-    );
-    parity!(
-        g,
-        "layer_norm",
-        vec![host(&[7, 129], 3), host(&[129], 4), host(&[129], 5)],
-        |b, t| b.layer_norm(&t[0], &t[1], &t[2], 1e-6)
-    );
-    parity!(g, "softmax", vec![host(&[4, 3, 67], 6)], |b, t| b
-        .softmax_last(&t[0]));
-    parity!(g, "gelu", vec![host(&[999], 7)], |b, t| b.gelu_tanh(&t[0]));
-    parity!(g, "silu", vec![host(&[3, 333], 8)], |b, t| b.silu(&t[0]));
-    parity!(
-        g,
-        "silu_mul",
-        vec![host(&[3, 333], 9), host(&[3, 333], 10)],
-        |b, t| b.silu_mul(&t[0], &t[1])
-    );
+    for g in &both_reduction_paths() {
+        parity!(
+            g,
+            "rms_norm",
+            vec![host(&[3, 5, 130], 1), host(&[130], 2)],
+            |b, t| b.rms_norm(&t[0], &t[1], 1e-5)
+        );
+        parity!(
+            g,
+            "layer_norm",
+            vec![host(&[7, 129], 3), host(&[129], 4), host(&[129], 5)],
+            |b, t| b.layer_norm(&t[0], &t[1], &t[2], 1e-6)
+        );
+        parity!(g, "softmax", vec![host(&[4, 3, 67], 6)], |b, t| b
+            .softmax_last(&t[0]));
+        parity!(g, "gelu", vec![host(&[999], 7)], |b, t| b.gelu_tanh(&t[0]));
+        parity!(g, "silu", vec![host(&[3, 333], 8)], |b, t| b.silu(&t[0]));
+        parity!(
+            g,
+            "silu_mul",
+            vec![host(&[3, 333], 9), host(&[3, 333], 10)],
+            |b, t| b.silu_mul(&t[0], &t[1])
+        );
+    }
 }
 
 #[test]
 fn rope_and_attention_match_the_default_bodies() {
-    let g = &gpu_backend();
-    let (s, d) = (9, 16);
-    parity!(
-        g,
-        "rope",
-        vec![
-            host(&[1, 3, s, d], 1),
-            host(&[s, d / 2], 2),
-            host(&[s, d / 2], 3)
-        ],
-        |b, t| b.rope(&t[0], &t[1], &t[2])
-    );
-    // Grouped-query prefill with a causal mask after 4 cached positions, and without a mask.
-    let mask = causal_mask(5, 4);
-    parity!(
-        g,
-        "attention gqa causal",
-        vec![
-            host(&[1, 4, 5, 12], 4),
-            host(&[1, 2, 9, 12], 5),
-            host(&[1, 2, 9, 12], 6),
-            mask,
-        ],
-        |b, t| b.attention(&t[0], &t[1], &t[2], Some(&t[3]), 0.3)
-    );
-    parity!(
-        g,
-        "attention vision (t > workgroup)",
-        vec![
-            host(&[2, 3, 70, 8], 7),
-            host(&[2, 3, 70, 8], 8),
-            host(&[2, 3, 70, 8], 9),
-        ],
-        |b, t| b.attention(&t[0], &t[1], &t[2], None, 0.35)
-    );
+    for g in &both_reduction_paths() {
+        let (s, d) = (9, 16);
+        parity!(
+            g,
+            "rope",
+            vec![
+                host(&[1, 3, s, d], 1),
+                host(&[s, d / 2], 2),
+                host(&[s, d / 2], 3)
+            ],
+            |b, t| b.rope(&t[0], &t[1], &t[2])
+        );
+        // Grouped-query prefill with a causal mask after 4 cached positions, and without a mask.
+        let mask = causal_mask(5, 4);
+        parity!(
+            g,
+            "attention gqa causal",
+            vec![
+                host(&[1, 4, 5, 12], 4),
+                host(&[1, 2, 9, 12], 5),
+                host(&[1, 2, 9, 12], 6),
+                mask,
+            ],
+            |b, t| b.attention(&t[0], &t[1], &t[2], Some(&t[3]), 0.3)
+        );
+        parity!(
+            g,
+            "attention vision (t > workgroup)",
+            vec![
+                host(&[2, 3, 70, 8], 7),
+                host(&[2, 3, 70, 8], 8),
+                host(&[2, 3, 70, 8], 9),
+            ],
+            |b, t| b.attention(&t[0], &t[1], &t[2], None, 0.35)
+        );
+    }
 }
 
 /// Appending to a preallocated cache (in place, then past its capacity so it grows) and
@@ -316,6 +337,7 @@ fn embedding_matches_cpu_and_checks_ids() {
 fn tensors_over_the_binding_limit_are_split_not_refused() {
     let g = gpu_backend_with(&GpuOptions {
         max_storage_binding: Some(16 << 10),
+        ..GpuOptions::default()
     });
     assert_eq!(
         g.context().info().limits.max_storage_buffer_binding_size,

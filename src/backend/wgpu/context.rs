@@ -102,6 +102,9 @@ pub struct GpuOptions {
     /// Cap `maxStorageBufferBindingSize` below the adapter's (the device then enforces it), to
     /// exercise the splitting of large tensors on a small model, or to mimic a smaller device.
     pub max_storage_binding: Option<u64>,
+    /// Use the workgroup-memory reductions even where the device has subgroups (to test and
+    /// compare both paths on one machine).
+    pub no_subgroups: bool,
 }
 
 /// Pipeline-cache key: the kernel's name and its specialisation (WGSL `override` constants such
@@ -111,6 +114,8 @@ pub struct GpuOptions {
 pub struct KernelKey {
     pub name: &'static str,
     pub constants: Vec<(&'static str, u32)>,
+    /// The reduction file appended to the source ("" for kernels that do not reduce).
+    reduce: &'static str,
 }
 
 impl KernelKey {
@@ -118,6 +123,7 @@ impl KernelKey {
         Self {
             name,
             constants: Vec::new(),
+            reduce: "",
         }
     }
 
@@ -133,7 +139,10 @@ pub struct GpuContext {
     queue: ::wgpu::Queue,
     info: DeviceInfo,
     sink: Arc<ErrorSink>,
-    modules: Mutex<HashMap<&'static str, ::wgpu::ShaderModule>>,
+    /// Shader modules by (kernel, reduction file).
+    modules: Mutex<HashMap<(&'static str, &'static str), ::wgpu::ShaderModule>>,
+    /// Kernels that reduce use reduce_subgroup.wgsl (else reduce_workgroup.wgsl).
+    subgroups: bool,
     pipelines: Mutex<HashMap<KernelKey, ::wgpu::ComputePipeline>>,
     /// The encoder every dispatch records into until the next submit: a whole forward pass is
     /// one command buffer.
@@ -148,6 +157,9 @@ pub(crate) fn poisoned<T>(_: T) -> Error {
     )
 }
 
+const REDUCE_WORKGROUP: &str = include_str!("kernels/reduce_workgroup.wgsl");
+const REDUCE_SUBGROUP: &str = include_str!("kernels/reduce_subgroup.wgsl");
+
 const STORAGE: ::wgpu::BufferUsages = ::wgpu::BufferUsages::STORAGE
     .union(::wgpu::BufferUsages::COPY_SRC)
     .union(::wgpu::BufferUsages::COPY_DST);
@@ -161,7 +173,9 @@ impl GpuContext {
 
     pub async fn with_options(opts: &GpuOptions) -> Result<Self> {
         let (device, queue, info, sink) = device::open(opts).await?;
+        let subgroups = info.subgroups && !opts.no_subgroups;
         Ok(Self {
+            subgroups,
             device,
             queue,
             info,
@@ -305,32 +319,72 @@ impl GpuContext {
         Ok(self.wrap(buffer, size, len))
     }
 
+    /// Whether reducing kernels run on subgroup operations on this context.
+    pub fn uses_subgroups(&self) -> bool {
+        self.subgroups
+    }
+
+    /// The pipeline of a kernel that calls `reduce_sum`/`reduce_max`: its source with the
+    /// reduction file for this device appended.
+    pub(crate) fn reduce_pipeline(
+        &self,
+        key: KernelKey,
+        source: &'static str,
+    ) -> Result<::wgpu::ComputePipeline> {
+        let (file, text) = if self.subgroups {
+            ("reduce_subgroup", REDUCE_SUBGROUP)
+        } else {
+            ("reduce_workgroup", REDUCE_WORKGROUP)
+        };
+        let key = KernelKey {
+            reduce: file,
+            ..key
+        };
+        self.build_pipeline(&key, || format!("{source}\n{text}"))
+    }
+
     /// The compute pipeline for `key`, compiled from `source` once per key.
     pub(crate) fn pipeline(
         &self,
         key: &KernelKey,
         source: &'static str,
     ) -> Result<::wgpu::ComputePipeline> {
+        self.build_pipeline(key, || source.to_string())
+    }
+
+    fn build_pipeline(
+        &self,
+        key: &KernelKey,
+        source: impl FnOnce() -> String,
+    ) -> Result<::wgpu::ComputePipeline> {
         if let Some(p) = self.pipelines.lock().map_err(poisoned)?.get(key) {
             return Ok(p.clone());
         }
         let module = {
             let mut modules = self.modules.lock().map_err(poisoned)?;
-            match modules.get(key.name) {
+            match modules.get(&(key.name, key.reduce)) {
                 Some(m) => m.clone(),
                 None => {
                     let m = self
                         .device
                         .create_shader_module(::wgpu::ShaderModuleDescriptor {
                             label: Some(key.name),
-                            source: ::wgpu::ShaderSource::Wgsl(source.into()),
+                            source: ::wgpu::ShaderSource::Wgsl(source().into()),
                         });
                     self.sink.check()?;
-                    modules.insert(key.name, m.clone());
+                    modules.insert((key.name, key.reduce), m.clone());
                     m
                 }
             }
         };
+        self.finish_pipeline(key, &module)
+    }
+
+    fn finish_pipeline(
+        &self,
+        key: &KernelKey,
+        module: &::wgpu::ShaderModule,
+    ) -> Result<::wgpu::ComputePipeline> {
         let constants: Vec<(&str, f64)> =
             key.constants.iter().map(|&(n, v)| (n, v as f64)).collect();
         let pipeline = self
@@ -338,7 +392,7 @@ impl GpuContext {
             .create_compute_pipeline(&::wgpu::ComputePipelineDescriptor {
                 label: Some(key.name),
                 layout: None,
-                module: &module,
+                module,
                 entry_point: Some("main"),
                 compilation_options: ::wgpu::PipelineCompilationOptions {
                     constants: &constants,

@@ -159,7 +159,8 @@ pub(crate) async fn open(
         backend: format!("{:?}", ai.backend),
         is_software: ai.device_type == ::wgpu::DeviceType::Cpu,
         shader_f16: features.contains(::wgpu::Features::SHADER_F16),
-        subgroups: features.contains(::wgpu::Features::SUBGROUP),
+        // The reductions assume a subgroup fits in a 64-invocation workgroup.
+        subgroups: features.contains(::wgpu::Features::SUBGROUP) && ai.subgroup_max_size <= 64,
         limits,
     };
     Ok((device, queue, info, sink))

@@ -81,7 +81,7 @@ pub fn attention(
     };
     u32_of("rows * t", rows * t)?;
     u32_of("cache size", batch * kv_heads * cap * d)?;
-    let pipeline = ctx.pipeline(&KernelKey::new("attention_f32"), SRC)?;
+    let pipeline = ctx.reduce_pipeline(KernelKey::new("attention_f32"), SRC)?;
     let scores = ctx.storage("attention scores", rows * t)?;
     let out = ctx.storage("attention out", rows * d)?;
     // Without a mask, any buffer fills the binding; the kernel does not read it.

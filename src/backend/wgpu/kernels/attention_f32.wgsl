@@ -7,7 +7,9 @@
 //
 // One workgroup per (b, h, i) query row, in three phases over a scratch row of t scores:
 // scores and their max, exponentials and their sum, then the weighted sum of values with the
-// invocations striding over the head dimension. Reductions use workgroup memory.
+// invocations striding over the head dimension.
+// Reductions: reduce_sum/reduce_max come from reduce_workgroup.wgsl or reduce_subgroup.wgsl,
+// appended when the pipeline is created.
 
 struct Params {
     rows: u32,
@@ -30,36 +32,6 @@ const WG: u32 = 64u;
 @group(0) @binding(4) var<storage, read> mask: array<f32>;
 @group(0) @binding(5) var<storage, read_write> scores: array<f32>;
 @group(0) @binding(6) var<storage, read_write> out: array<f32>;
-
-var<workgroup> red: array<f32, WG>;
-
-fn reduce_max(lid: u32, x: f32) -> f32 {
-    red[lid] = x;
-    workgroupBarrier();
-    for (var w = WG / 2u; w > 0u; w >>= 1u) {
-        if (lid < w) {
-            red[lid] = max(red[lid], red[lid + w]);
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
-
-fn reduce_sum(lid: u32, x: f32) -> f32 {
-    red[lid] = x;
-    workgroupBarrier();
-    for (var w = WG / 2u; w > 0u; w >>= 1u) {
-        if (lid < w) {
-            red[lid] += red[lid + w];
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
 
 @compute @workgroup_size(WG)
 fn main(

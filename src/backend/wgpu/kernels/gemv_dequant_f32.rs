@@ -80,10 +80,8 @@ pub fn gemv_dequant(ctx: &GpuContext, x: &GpuBuffer, m: usize, w: &GpuPacked) ->
         m: u32_of("m", m)?,
         group: u32_of("group", w.group)?,
     };
-    let pipeline = ctx.pipeline(
-        &KernelKey::new("gemv_dequant_f32").with("BITS", w.bits),
-        SRC,
-    )?;
+    let pipeline =
+        ctx.reduce_pipeline(KernelKey::new("gemv_dequant_f32").with("BITS", w.bits), SRC)?;
     let y = ctx.storage("gemv out", m * w.rows)?;
     let (gx, gy) = ctx.grid(OP, w.rows)?;
     ctx.dispatch(

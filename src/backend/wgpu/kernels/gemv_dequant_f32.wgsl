@@ -5,7 +5,9 @@
 // at bit i * BITS; 32 values of any width are exactly BITS words (the decode unit here).
 // Scales and zeros are f16 pairs in u32 words (unpack2x16float), so no shader-f16 is needed.
 // One workgroup per (n, m); its invocations stride over 32-value blocks and reduce in
-// workgroup memory (works on every adapter; a subgroup variant is future work).
+// workgroup memory, or with subgroup operations where the device has them.
+// Reductions: reduce_sum/reduce_max come from reduce_workgroup.wgsl or reduce_subgroup.wgsl,
+// appended when the pipeline is created.
 
 struct Params {
     n: u32,
@@ -23,8 +25,6 @@ const WG: u32 = 64u;
 @group(0) @binding(3) var<storage, read> zeros: array<u32>;
 @group(0) @binding(4) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;
-
-var<workgroup> red: array<f32, WG>;
 
 fn half_of(word: u32, i: u32) -> f32 {
     return unpack2x16float(word)[i & 1u];
@@ -87,15 +87,8 @@ fn main(
         let g = n * gpr + b / bpg;
         acc += half_of(scales[g >> 1u], g) * (dq - half_of(zeros[g >> 1u], g) * sx);
     }
-    red[lid] = acc;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            red[lid] += red[lid + s];
-        }
-        workgroupBarrier();
-    }
+    let total = reduce_sum(lid, acc);
     if (lid == 0u) {
-        y[m * p.n + n] = red[0];
+        y[m * p.n + n] = total;
     }
 }

@@ -34,7 +34,7 @@ pub fn gemv(
         m: u32_of("m", m)?,
     };
     u32_of("n * k", n * k)?;
-    let pipeline = ctx.pipeline(&KernelKey::new("gemv_f32"), SRC)?;
+    let pipeline = ctx.reduce_pipeline(KernelKey::new("gemv_f32"), SRC)?;
     let y = ctx.storage("gemv out", m * n)?;
     let (gx, gy) = ctx.grid(OP, n)?;
     ctx.dispatch(&pipeline, &params.words(), &[w, x, &y], (gx, gy, m as u32))?;

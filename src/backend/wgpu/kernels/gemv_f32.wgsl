@@ -1,7 +1,9 @@
 // Dense f32 GEMV for decode: y [m, n] = x [m, k] . W^T with W [n, k] (a linear layer's weight)
 // and k a multiple of 4, read as vec4s. The same structure as gemv_dequant_f32.wgsl (one
-// workgroup per (n, m), invocations striding over k, a workgroup-memory reduction), so the
-// two compare on equal terms in `relvqa bench kernels`.
+// workgroup per (n, m), invocations striding over k, one reduction), so the two compare on
+// equal terms in `relvqa bench kernels`.
+// Reductions: reduce_sum/reduce_max come from reduce_workgroup.wgsl or reduce_subgroup.wgsl,
+// appended when the pipeline is created.
 
 struct Params {
     n: u32,
@@ -15,8 +17,6 @@ const WG: u32 = 64u;
 @group(0) @binding(1) var<storage, read> w: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
-
-var<workgroup> red: array<f32, WG>;
 
 @compute @workgroup_size(WG)
 fn main(
@@ -34,15 +34,8 @@ fn main(
     for (var i = lid; i < k4; i += WG) {
         acc += dot(w[n * k4 + i], x[m * k4 + i]);
     }
-    red[lid] = acc;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            red[lid] += red[lid + s];
-        }
-        workgroupBarrier();
-    }
+    let total = reduce_sum(lid, acc);
     if (lid == 0u) {
-        y[m * p.n + n] = red[0];
+        y[m * p.n + n] = total;
     }
 }

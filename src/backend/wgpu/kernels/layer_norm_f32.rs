@@ -31,7 +31,7 @@ pub fn layer_norm(
         eps_bits: eps.to_bits(),
     };
     u32_of("rows * d", rows * d)?;
-    let pipeline = ctx.pipeline(&KernelKey::new("layer_norm_f32"), SRC)?;
+    let pipeline = ctx.reduce_pipeline(KernelKey::new("layer_norm_f32"), SRC)?;
     let y = ctx.storage("layer_norm out", rows * d)?;
     let (gx, gy) = ctx.grid(OP, rows)?;
     ctx.dispatch(&pipeline, &params.words(), &[x, w, b, &y], (gx, gy, 1))?;

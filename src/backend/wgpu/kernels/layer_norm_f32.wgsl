@@ -16,22 +16,6 @@ const WG: u32 = 64u;
 @group(0) @binding(3) var<storage, read> b: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
-var<workgroup> red: array<f32, WG>;
-
-fn reduce_sum(lid: u32) -> f32 {
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            red[lid] += red[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let total = red[0];
-    // Everyone has read the total before the next reduction overwrites it.
-    workgroupBarrier();
-    return total;
-}
-
 @compute @workgroup_size(WG)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -47,15 +31,13 @@ fn main(
     for (var i = lid; i < p.d; i += WG) {
         s += x[base + i];
     }
-    red[lid] = s;
-    let mean = reduce_sum(lid) / f32(p.d);
+    let mean = reduce_sum(lid, s) / f32(p.d);
     var ss = 0.0;
     for (var i = lid; i < p.d; i += WG) {
         let c = x[base + i] - mean;
         ss += c * c;
     }
-    red[lid] = ss;
-    let inv = 1.0 / sqrt(reduce_sum(lid) / f32(p.d) + bitcast<f32>(p.eps_bits));
+    let inv = 1.0 / sqrt(reduce_sum(lid, ss) / f32(p.d) + bitcast<f32>(p.eps_bits));
     for (var i = lid; i < p.d; i += WG) {
         y[base + i] = (x[base + i] - mean) * inv * w[i] + b[i];
     }

@@ -5,10 +5,13 @@
 //! the order the dispatch function passes them; the entry point is `main`; rows that do not fit
 //! one grid dimension are spread over `x` and `y` (`row = wid.x + wid.y * nwg.x`).
 //!
-//! Reductions use workgroup memory, which every adapter has. A subgroup variant must be a
-//! separate file used only when `DeviceInfo::subgroups` is set, and note that naga 30 rejects
+//! Kernels that reduce (norms, softmax, GEMVs, attention) call `reduce_sum`/`reduce_max`, which
+//! are not in their files: `reduce_workgroup.wgsl` (a workgroup-memory tree, every adapter) or
+//! `reduce_subgroup.wgsl` (subgroup operations, where the device has them) is appended when the
+//! pipeline is created ([`GpuContext::reduce_pipeline`](super::GpuContext)). naga 30 rejects
 //! `enable subgroups;` (unimplemented extension) while Chrome requires it, and wgpu 30 on the
-//! web never reports the feature: today such a variant would be native-only.
+//! web never reports the feature, so the subgroup path is native-only today; SwiftShader in
+//! Chromium runs the workgroup path.
 
 mod attention_f32;
 mod binary_f32;

@@ -29,7 +29,7 @@ pub fn rms_norm(
         eps_bits: eps.to_bits(),
     };
     u32_of("rows * d", rows * d)?;
-    let pipeline = ctx.pipeline(&KernelKey::new("rms_norm_f32"), SRC)?;
+    let pipeline = ctx.reduce_pipeline(KernelKey::new("rms_norm_f32"), SRC)?;
     let y = ctx.storage("rms_norm out", rows * d)?;
     let (gx, gy) = ctx.grid(OP, rows)?;
     ctx.dispatch(&pipeline, &params.words(), &[x, w, &y], (gx, gy, 1))?;

@@ -1,5 +1,7 @@
 // RMSNorm over the last dim: y = x / sqrt(mean(x^2) + eps) * w (Llama; the CPU backend's
-// formula). One workgroup per row, sum of squares reduced in workgroup memory.
+// formula). One workgroup per row; the sum of squares is one reduction.
+// Reductions: reduce_sum/reduce_max come from reduce_workgroup.wgsl or reduce_subgroup.wgsl,
+// appended when the pipeline is created.
 
 struct Params {
     rows: u32,
@@ -13,8 +15,6 @@ const WG: u32 = 64u;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
-
-var<workgroup> red: array<f32, WG>;
 
 @compute @workgroup_size(WG)
 fn main(
@@ -32,15 +32,7 @@ fn main(
         let v = x[base + i];
         ss += v * v;
     }
-    red[lid] = ss;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            red[lid] += red[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let inv = 1.0 / sqrt(red[0] / f32(p.d) + bitcast<f32>(p.eps_bits));
+    let inv = 1.0 / sqrt(reduce_sum(lid, ss) / f32(p.d) + bitcast<f32>(p.eps_bits));
     for (var i = lid; i < p.d; i += WG) {
         y[base + i] = x[base + i] * inv * w[i];
     }

@@ -20,7 +20,7 @@ pub fn softmax_last(ctx: &GpuContext, x: &GpuBuffer, rows: usize, d: usize) -> R
         d: u32_of("d", d)?,
     };
     u32_of("rows * d", rows * d)?;
-    let pipeline = ctx.pipeline(&KernelKey::new("softmax_last_f32"), SRC)?;
+    let pipeline = ctx.reduce_pipeline(KernelKey::new("softmax_last_f32"), SRC)?;
     let y = ctx.storage("softmax out", rows * d)?;
     let (gx, gy) = ctx.grid(OP, rows)?;
     ctx.dispatch(&pipeline, &params.words(), &[x, &y], (gx, gy, 1))?;

@@ -1,5 +1,7 @@
 // Softmax over the last dim, max-subtracted for range: y = exp(x - max) / sum(exp(x - max)).
-// One workgroup per row; max and sum each reduced in workgroup memory.
+// One workgroup per row; max and sum are one reduction each.
+// Reductions: reduce_sum/reduce_max come from reduce_workgroup.wgsl or reduce_subgroup.wgsl,
+// appended when the pipeline is created.
 
 struct Params {
     rows: u32,
@@ -11,8 +13,6 @@ const WG: u32 = 64u;
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
-
-var<workgroup> red: array<f32, WG>;
 
 @compute @workgroup_size(WG)
 fn main(
@@ -30,29 +30,12 @@ fn main(
     for (var i = lid; i < p.d; i += WG) {
         mx = max(mx, x[base + i]);
     }
-    red[lid] = mx;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            red[lid] = max(red[lid], red[lid + s]);
-        }
-        workgroupBarrier();
-    }
-    let m = red[0];
-    workgroupBarrier();
+    let m = reduce_max(lid, mx);
     var sum = 0.0;
     for (var i = lid; i < p.d; i += WG) {
         sum += exp(x[base + i] - m);
     }
-    red[lid] = sum;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            red[lid] += red[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let inv = 1.0 / red[0];
+    let inv = 1.0 / reduce_sum(lid, sum);
     for (var i = lid; i < p.d; i += WG) {
         y[base + i] = exp(x[base + i] - m) * inv;
     }

@@ -1,0 +1,50 @@
+// Workgroup-wide reductions with subgroup operations: each subgroup reduces in registers, then
+// the per-subgroup results are combined through workgroup memory, two barriers in all. The
+// drop-in for reduce_workgroup.wgsl (same functions, same contract), used when the device has
+// the `subgroups` feature and a subgroup size of at most WG.
+//
+// The subgroup results are combined in invocation order, each counted once at its subgroup's
+// lowest invocation, so the sum does not depend on scheduling: the same inputs give the same
+// bits on every run. (No `enable subgroups;`: naga 30 rejects the directive; natively the
+// builtins work when the device was created with the feature.)
+
+var<workgroup> red: array<f32, WG>;
+var<workgroup> lead: array<u32, WG>;
+
+fn combine_sum() -> f32 {
+    var total = 0.0;
+    for (var i = 0u; i < WG; i++) {
+        if (lead[i] == 1u) {
+            total += red[i];
+        }
+    }
+    return total;
+}
+
+fn combine_max() -> f32 {
+    var total = -3.4028235e38;
+    for (var i = 0u; i < WG; i++) {
+        if (lead[i] == 1u) {
+            total = max(total, red[i]);
+        }
+    }
+    return total;
+}
+
+fn reduce_sum(lid: u32, x: f32) -> f32 {
+    red[lid] = subgroupAdd(x);
+    lead[lid] = select(0u, 1u, subgroupMin(lid) == lid);
+    workgroupBarrier();
+    let total = combine_sum();
+    workgroupBarrier();
+    return total;
+}
+
+fn reduce_max(lid: u32, x: f32) -> f32 {
+    red[lid] = subgroupMax(x);
+    lead[lid] = select(0u, 1u, subgroupMin(lid) == lid);
+    workgroupBarrier();
+    let total = combine_max();
+    workgroupBarrier();
+    return total;
+}
