@@ -5,7 +5,8 @@
 //! Timing without timestamp queries (not every adapter has them): a batch of calls is
 //! recorded first, then the submit and the wait for a one-value readback are timed, and the
 //! same submit-and-wait of an empty batch is subtracted. So the numbers are GPU execution per
-//! call, without the host's recording cost.
+//! call, without the host's recording cost. Where the adapter has subgroups, the int4 GEMV is
+//! also timed with the workgroup-memory reductions, to show what subgroups give.
 
 use std::time::Instant;
 
@@ -14,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use serde::Serialize;
 
-use crate::backend::wgpu::{WgpuBackend, WgpuTensor};
+use crate::backend::wgpu::{GpuOptions, WgpuBackend, WgpuTensor};
 use crate::backend::{Backend, HostTensor};
 use crate::error::Result;
 use crate::quant::rtn::quantize;
@@ -55,6 +56,9 @@ pub struct GpuShape {
     pub int4_speedup_vs_cpu: f64,
     /// Max |int4 - f32| over max |f32| of the two GPU outputs: the quantization error.
     pub int4_rel_err: f64,
+    /// Where the adapter has subgroups: the int4 GEMV with workgroup-memory reductions / with
+    /// subgroup reductions (the default there).
+    pub int4_subgroup_speedup: Option<f64>,
 }
 
 /// Median GPU seconds per call of `op`, recorded in batches (see the module docs).
@@ -99,6 +103,17 @@ fn copy_bandwidth(b: &WgpuBackend, reps: usize) -> Result<f64> {
 /// Bench every `(name, k, n, cpu int4 GEMV seconds)`.
 pub fn run(shapes: &[(String, usize, usize, f64)], reps: usize) -> Result<GpuReport> {
     let b = pollster::block_on(WgpuBackend::new())?;
+    // The same kernels with the workgroup-memory reductions, to measure what subgroups give.
+    let wg = if b.context().uses_subgroups() {
+        Some(pollster::block_on(WgpuBackend::with_options(
+            &GpuOptions {
+                no_subgroups: true,
+                ..GpuOptions::default()
+            },
+        ))?)
+    } else {
+        None
+    };
     let info = b.context().info().clone();
     println!();
     println!(
@@ -114,8 +129,16 @@ pub fn run(shapes: &[(String, usize, usize, f64)], reps: usize) -> Result<GpuRep
     let copy_gbs = copy_bandwidth(&b, reps)?;
     println!("  GPU copy bandwidth {copy_gbs:.1} GB/s (read + write)");
     println!(
-        "  {:<34} {:>11} {:>11} {:>8} {:>7} {:>9} {:>9} {:>9}",
-        "shape", "int4 GEMV", "f32 GEMV", "GB/s", "of copy", "vs f32", "vs CPU", "rel.err"
+        "  {:<34} {:>11} {:>11} {:>8} {:>7} {:>9} {:>9} {:>9} {:>9}",
+        "shape",
+        "int4 GEMV",
+        "f32 GEMV",
+        "GB/s",
+        "of copy",
+        "vs f32",
+        "vs CPU",
+        "subgroup",
+        "rel.err"
     );
     let mut out = Vec::new();
     for (name, k, n, cpu_s) in shapes {
@@ -128,7 +151,8 @@ pub fn run(shapes: &[(String, usize, usize, f64)], reps: usize) -> Result<GpuRep
         let p = quantize("bench", &w, n, k, QuantSpec::new(4, 64)?)?;
         let wd = b.upload(&HostTensor::new(vec![n, k], w)?)?;
         let wp = b.upload_packed(&p)?;
-        let xt = b.upload(&HostTensor::new(vec![1, k], x)?)?;
+        let xh = HostTensor::new(vec![1, k], x)?;
+        let xt = b.upload(&xh)?;
         let y4 = pollster::block_on(b.read_f32(&b.linear_packed(&xt, &wp, None)?))?;
         let y32 = pollster::block_on(b.read_f32(&b.linear(&xt, &wd, None)?))?;
         let scale = y32.data.iter().fold(1e-12f32, |m, v| m.max(v.abs()));
@@ -141,6 +165,13 @@ pub fn run(shapes: &[(String, usize, usize, f64)], reps: usize) -> Result<GpuRep
             / scale;
         let t4 = time_gpu(&b, reps, &|| b.linear_packed(&xt, &wp, None))?;
         let t32 = time_gpu(&b, reps, &|| b.linear(&xt, &wd, None))?;
+        let subgroup = match &wg {
+            Some(w) => {
+                let (wp, xt) = (w.upload_packed(&p)?, w.upload(&xh)?);
+                Some(time_gpu(w, reps, &|| w.linear_packed(&xt, &wp, None))? / t4)
+            }
+            None => None,
+        };
         let int4_bytes = p.nbytes();
         let int4_gbs = int4_bytes as f64 / t4 / 1e9;
         let s = GpuShape {
@@ -156,9 +187,10 @@ pub fn run(shapes: &[(String, usize, usize, f64)], reps: usize) -> Result<GpuRep
             int4_speedup_vs_f32: t32 / t4,
             int4_speedup_vs_cpu: cpu_s / t4,
             int4_rel_err: err as f64,
+            int4_subgroup_speedup: subgroup,
         };
         println!(
-            "  {:<34} {:>11} {:>11} {:>8.1} {:>6.0}% {:>8.2}x {:>8.2}x {:>9.2e}",
+            "  {:<34} {:>11} {:>11} {:>8.1} {:>6.0}% {:>8.2}x {:>8.2}x {:>9} {:>9.2e}",
             s.name,
             super::bench::fmt_time(s.int4_us),
             super::bench::fmt_time(s.f32_us),
@@ -166,6 +198,8 @@ pub fn run(shapes: &[(String, usize, usize, f64)], reps: usize) -> Result<GpuRep
             s.int4_frac_copy_bw * 100.0,
             s.int4_speedup_vs_f32,
             s.int4_speedup_vs_cpu,
+            s.int4_subgroup_speedup
+                .map_or("-".to_string(), |r| format!("{r:.2}x")),
             s.int4_rel_err
         );
         out.push(s);

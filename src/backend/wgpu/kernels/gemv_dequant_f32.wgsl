@@ -60,29 +60,45 @@ fn main(
     let xrow = m * (p.k / 4u);
     var acc = 0.0;
     for (var b = lid; b < blocks; b += WG) {
-        var w: array<u32, 8>;
         let base = row_words + b * BITS;
-        if (BITS == 4u || BITS == 8u) {
-            // 4 and 8 bits: a block starts on a 16-byte boundary, so load whole vec4s.
+        let xb = xrow + b * 8u;
+        var dq = 0.0;
+        var sx = 0.0;
+        for (var v = 0u; v < 8u; v++) {
+            let xv = x[xb + v];
+            sx += xv.x + xv.y + xv.z + xv.w;
+        }
+        if (BITS == 4u) {
+            // A block is one vec4 of words, eight nibbles a word, values in order: word j
+            // holds values 8j..8j+7, i.e. x vec4s 2j and 2j+1. Masks, no per-value indexing.
+            let v4 = words[base >> 2u];
+            for (var j = 0u; j < 4u; j++) {
+                let wj = vec4<u32>(v4[j]);
+                let lo = vec4<f32>((wj >> vec4<u32>(0u, 4u, 8u, 12u)) & vec4<u32>(15u));
+                let hi = vec4<f32>((wj >> vec4<u32>(16u, 20u, 24u, 28u)) & vec4<u32>(15u));
+                dq += dot(lo, x[xb + 2u * j]) + dot(hi, x[xb + 2u * j + 1u]);
+            }
+        } else if (BITS == 8u) {
+            // Two vec4s of words, four bytes a word: word j holds values 4j..4j+3.
             let v0 = words[base >> 2u];
-            w[0] = v0.x; w[1] = v0.y; w[2] = v0.z; w[3] = v0.w;
-            if (BITS == 8u) {
-                let v1 = words[(base >> 2u) + 1u];
-                w[4] = v1.x; w[5] = v1.y; w[6] = v1.z; w[7] = v1.w;
+            let v1 = words[(base >> 2u) + 1u];
+            for (var j = 0u; j < 4u; j++) {
+                let q0 = vec4<f32>((vec4<u32>(v0[j]) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(255u));
+                let q1 = vec4<f32>((vec4<u32>(v1[j]) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(255u));
+                dq += dot(q0, x[xb + j]) + dot(q1, x[xb + 4u + j]);
             }
         } else {
+            // 3 and 2 bits: a block of BITS words may start mid-vec4 and a 3-bit value may
+            // straddle two words, so gather the words and extract level by level.
+            var w: array<u32, 8>;
             for (var j = 0u; j < BITS; j++) {
                 let at = base + j;
                 w[j] = words[at >> 2u][at & 3u];
             }
-        }
-        var dq = 0.0;
-        var sx = 0.0;
-        for (var v = 0u; v < 8u; v++) {
-            let xv = x[xrow + b * 8u + v];
-            let q = vec4<f32>(level(&w, 4u * v), level(&w, 4u * v + 1u), level(&w, 4u * v + 2u), level(&w, 4u * v + 3u));
-            dq += dot(q, xv);
-            sx += xv.x + xv.y + xv.z + xv.w;
+            for (var v = 0u; v < 8u; v++) {
+                let q = vec4<f32>(level(&w, 4u * v), level(&w, 4u * v + 1u), level(&w, 4u * v + 2u), level(&w, 4u * v + 3u));
+                dq += dot(q, x[xb + v]);
+            }
         }
         let g = n * gpr + b / bpg;
         acc += half_of(scales[g >> 1u], g) * (dq - half_of(zeros[g >> 1u], g) * sx);
