@@ -331,6 +331,52 @@ fn embedding_matches_cpu_and_checks_ids() {
     assert!(e.to_string().contains("outside the vocabulary"), "{e}");
 }
 
+/// A linear weight from an f16 checkpoint stays f16 on the GPU (half the bytes), widened inside
+/// the GEMV and GEMM kernels: it matches the CPU on the same f16-rounded values, whole or split.
+#[test]
+fn half_weights_match_cpu_whole_and_split() {
+    let cpu = CpuBackend::new();
+    let small = gpu_backend_with(&GpuOptions {
+        max_storage_binding: Some(16 << 10),
+        ..GpuOptions::default()
+    });
+    for g in [gpu_backend(), small] {
+        for (m, n, k) in [(1, 37, 64), (1, 9, 20), (7, 300, 48), (2, 300, 40)] {
+            let mut w = host(&[n, k], 21);
+            for v in &mut w.data {
+                *v = half::f16::from_f32(*v).to_f32();
+            }
+            let x = host(&[m, k], 22);
+            let gw = g.upload_half_weight(&w).expect("half upload");
+            assert_eq!(
+                pollster::block_on(g.read_f32(&gw)).expect("read").data,
+                w.data
+            );
+            let want = pollster::block_on(
+                cpu.read_f32(
+                    &cpu.linear(
+                        &cpu.upload(&x).expect("x"),
+                        &cpu.upload(&w).expect("w"),
+                        None,
+                    )
+                    .expect("cpu"),
+                ),
+            )
+            .expect("read");
+            let got = pollster::block_on(
+                g.read_f32(&g.linear(&g.upload(&x).expect("x"), &gw, None).expect("gpu")),
+            )
+            .expect("read");
+            check_tol(
+                &format!("half linear m={m} n={n} k={k} parts={}", gw.parts()),
+                &got.data,
+                &want.data,
+                TOL,
+            );
+        }
+    }
+}
+
 /// A device whose storage bindings are capped below the weights' size: the backend splits
 /// them by rows, and linear layers and embeddings still match the CPU.
 #[test]

@@ -120,6 +120,7 @@ fn matmul_matches_cpu() {
             k,
             b_trans: false,
             b_batched: true,
+            b_f16: false,
         };
         let c = kernels::matmul(&ctx, &ga, &gb, shape).expect("matmul");
         let got = pollster::block_on(ctx.read_f32(&c)).expect("read");
@@ -156,6 +157,7 @@ fn matmul_with_shared_transposed_weight_is_a_linear_layer() {
         k,
         b_trans: true,
         b_batched: false,
+        b_f16: false,
     };
     let y = kernels::matmul(&ctx, &gx, &gw, shape).expect("matmul");
     let got = pollster::block_on(ctx.read_f32(&y)).expect("read");

@@ -83,6 +83,13 @@ pub trait Backend: Clone + std::fmt::Debug {
         bias: Option<&Self::Tensor>,
     ) -> Result<Self::Tensor>;
 
+    /// A linear layer's weight whose values are exactly f16 (read from an f16 checkpoint or
+    /// package): a backend may keep it in half the memory (wgpu does; dequantized in the
+    /// kernels). Only [`Backend::linear`] and `read_f32` need to accept the result.
+    fn upload_half_weight(&self, t: &HostTensor) -> Result<Self::Tensor> {
+        self.upload(t)
+    }
+
     fn upload_packed(&self, w: &PackedTensor) -> Result<Self::Packed>;
     /// `x [.., in] · Wᵀ + bias` for a packed `W [out, in]`: the fused dequantize-and-multiply.
     fn linear_packed(

@@ -1,5 +1,5 @@
-//! The GPU half of `relvqa bench kernels`: the WGSL int4 GEMV against the WGSL f32 GEMV on the
-//! same shape, against the CPU's int4 kernel timed in the same run, and against the GPU's own
+//! The GPU half of `relvqa bench kernels`: the WGSL int4 GEMV against the WGSL f32 GEMV (and
+//! the f16-weight GEMV) on the same shape, against the CPU's int4 kernel timed in the same run, and against the GPU's own
 //! copy bandwidth, all measured here.
 //!
 //! Timing without timestamp queries (not every adapter has them): a batch of calls is
@@ -44,6 +44,8 @@ pub struct GpuShape {
     pub n: usize,
     pub int4_us: f64,
     pub f32_us: f64,
+    /// The same GEMV on the weight kept as f16 pairs (what an f16 checkpoint loads as).
+    pub f16_us: f64,
     /// Weight bytes read per call.
     pub int4_bytes: usize,
     pub f32_bytes: usize,
@@ -129,10 +131,11 @@ pub fn run(shapes: &[(String, usize, usize, f64)], reps: usize) -> Result<GpuRep
     let copy_gbs = copy_bandwidth(&b, reps)?;
     println!("  GPU copy bandwidth {copy_gbs:.1} GB/s (read + write)");
     println!(
-        "  {:<34} {:>11} {:>11} {:>8} {:>7} {:>9} {:>9} {:>9} {:>9}",
+        "  {:<34} {:>11} {:>11} {:>11} {:>8} {:>7} {:>9} {:>9} {:>9} {:>9}",
         "shape",
         "int4 GEMV",
         "f32 GEMV",
+        "f16 GEMV",
         "GB/s",
         "of copy",
         "vs f32",
@@ -149,7 +152,10 @@ pub fn run(shapes: &[(String, usize, usize, f64)], reps: usize) -> Result<GpuRep
             .collect();
         let x: Vec<f32> = (0..k).map(|_| rng.sample(StandardNormal)).collect();
         let p = quantize("bench", &w, n, k, QuantSpec::new(4, 64)?)?;
-        let wd = b.upload(&HostTensor::new(vec![n, k], w)?)?;
+        let wh = HostTensor::new(vec![n, k], w)?;
+        let wd = b.upload(&wh)?;
+        let w16 = b.upload_half_weight(&wh)?;
+        drop(wh);
         let wp = b.upload_packed(&p)?;
         let xh = HostTensor::new(vec![1, k], x)?;
         let xt = b.upload(&xh)?;
@@ -165,6 +171,7 @@ pub fn run(shapes: &[(String, usize, usize, f64)], reps: usize) -> Result<GpuRep
             / scale;
         let t4 = time_gpu(&b, reps, &|| b.linear_packed(&xt, &wp, None))?;
         let t32 = time_gpu(&b, reps, &|| b.linear(&xt, &wd, None))?;
+        let t16 = time_gpu(&b, reps, &|| b.linear(&xt, &w16, None))?;
         let subgroup = match &wg {
             Some(w) => {
                 let (wp, xt) = (w.upload_packed(&p)?, w.upload(&xh)?);
@@ -180,6 +187,7 @@ pub fn run(shapes: &[(String, usize, usize, f64)], reps: usize) -> Result<GpuRep
             n,
             int4_us: t4 * 1e6,
             f32_us: t32 * 1e6,
+            f16_us: t16 * 1e6,
             int4_bytes,
             f32_bytes: n * k * 4,
             int4_gbs,
@@ -190,10 +198,11 @@ pub fn run(shapes: &[(String, usize, usize, f64)], reps: usize) -> Result<GpuRep
             int4_subgroup_speedup: subgroup,
         };
         println!(
-            "  {:<34} {:>11} {:>11} {:>8.1} {:>6.0}% {:>8.2}x {:>8.2}x {:>9} {:>9.2e}",
+            "  {:<34} {:>11} {:>11} {:>11} {:>8.1} {:>6.0}% {:>8.2}x {:>8.2}x {:>9} {:>9.2e}",
             s.name,
             super::bench::fmt_time(s.int4_us),
             super::bench::fmt_time(s.f32_us),
+            super::bench::fmt_time(s.f16_us),
             s.int4_gbs,
             s.int4_frac_copy_bw * 100.0,
             s.int4_speedup_vs_f32,

@@ -117,6 +117,16 @@ impl<B: Backend> Params<B> for SafetensorsParams<'_, B> {
         self.backend.upload(&host)
     }
 
+    fn weight(&mut self, name: &str, shape: &[usize], init: Init) -> Result<Weight<B>> {
+        match self.st.tensor(name) {
+            Ok(view) if view.dtype() == Dtype::F16 => {
+                let host = host_tensor_from_view(name, &view, shape)?;
+                Ok(Weight::Dense(self.backend.upload_half_weight(&host)?))
+            }
+            _ => Ok(Weight::Dense(self.tensor(name, shape, init)?)),
+        }
+    }
+
     fn contains(&self, name: &str) -> bool {
         self.names.contains_key(name)
     }

@@ -81,14 +81,17 @@ impl<B: Backend> Params<B> for PackageParams<B> {
     }
 
     fn weight(&mut self, name: &str, shape: &[usize], init: Init) -> Result<Weight<B>> {
-        let packed = match &self.take(name, shape)?.data {
-            TensorData::Packed(p) => Some(p.clone()),
-            _ => None,
+        let host = match &self.take(name, shape)?.data {
+            TensorData::Packed(p) => {
+                let p = p.clone();
+                return Ok(Weight::Packed(self.backend.upload_packed(&p)?));
+            }
+            TensorData::F16(v) => {
+                HostTensor::new(shape.to_vec(), v.iter().map(|x| x.to_f32()).collect())?
+            }
+            TensorData::F32(_) => return Ok(Weight::Dense(self.tensor(name, shape, init)?)),
         };
-        match packed {
-            Some(p) => Ok(Weight::Packed(self.backend.upload_packed(&p)?)),
-            None => Ok(Weight::Dense(self.tensor(name, shape, init)?)),
-        }
+        Ok(Weight::Dense(self.backend.upload_half_weight(&host)?))
     }
 
     fn contains(&self, name: &str) -> bool {

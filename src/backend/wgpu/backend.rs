@@ -11,7 +11,10 @@
 //! - a **row-split weight** (an embedding table or linear weight larger than one storage
 //!   binding may hold) is kept as row ranges in several buffers; only `linear`, `embedding`,
 //!   `reshape` (keeping dim 0) and `read_f32` take it, every other op refuses it with
-//!   [`GpuErrorKind::LimitExceeded`].
+//!   [`GpuErrorKind::LimitExceeded`];
+//! - a **half weight** (`Backend::upload_half_weight`: a linear weight from an f16 checkpoint)
+//!   holds f16 pairs in u32 words, half the bytes, widened inside the GEMV and GEMM kernels;
+//!   only `linear` and `read_f32` take it (it may also be row-split).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -46,6 +49,8 @@ pub struct WgpuTensor {
     cap: Option<usize>,
     /// Token ids as uploaded, so `embedding` can check them against the vocabulary on the host.
     ids: Option<Arc<[u32]>>,
+    /// The buffers hold f16 pairs (a half weight), not f32.
+    half: bool,
 }
 
 impl WgpuTensor {
@@ -55,6 +60,7 @@ impl WgpuTensor {
             shape,
             cap: None,
             ids: None,
+            half: false,
         }
     }
 
@@ -82,6 +88,19 @@ fn err(op: &'static str, msg: String) -> Error {
         op,
         msg,
     }
+}
+
+/// f16 values two to a u32 word, low half first (what `unpack2x16float` reads).
+fn half_pairs(v: &[f32]) -> Vec<u32> {
+    v.chunks(2)
+        .map(|c| {
+            let lo = half::f16::from_f32(c[0]).to_bits() as u32;
+            let hi = c
+                .get(1)
+                .map_or(0, |h| half::f16::from_f32(*h).to_bits() as u32);
+            lo | (hi << 16)
+        })
+        .collect()
 }
 
 fn numel(shape: &[usize]) -> usize {
@@ -121,6 +140,15 @@ impl WgpuBackend {
 
     /// Buffer and strides of a single-buffer tensor, as it lies (a cache view keeps its gaps).
     fn view(&self, op: &'static str, t: &WgpuTensor) -> Result<(GpuBuffer, View)> {
+        if t.half {
+            return Err(err(
+                op,
+                format!(
+                    "a half-precision {:?} weight only goes to linear layers",
+                    t.shape
+                ),
+            ));
+        }
         let buf = match &t.data {
             Data::One(b) => b.clone(),
             Data::Rows(parts) => {
@@ -163,43 +191,53 @@ impl WgpuBackend {
         Ok(out)
     }
 
-    /// Upload `data` of `shape`, split along dim 0 when it exceeds one storage binding.
-    fn upload_split(&self, shape: &[usize], data: &[f32]) -> Result<WgpuTensor> {
-        let bytes = (data.len() as u64) * 4;
+    /// Upload `data` of `shape` (as f32, or as f16 pairs when `half`), split along dim 0 when
+    /// it exceeds one storage binding.
+    fn upload_split(&self, shape: &[usize], data: &[f32], half: bool) -> Result<WgpuTensor> {
+        let up = |label: &str, v: &[f32]| {
+            if half {
+                self.ctx.upload_u32(label, &half_pairs(v))
+            } else {
+                self.ctx.upload_f32(label, v)
+            }
+        };
+        let value_bytes: u64 = if half { 2 } else { 4 };
+        let bytes = data.len() as u64 * value_bytes;
         let max = self.ctx.max_binding();
-        if bytes <= max || shape.len() < 2 {
-            let buf = self.ctx.upload_f32("tensor", data)?;
-            return Ok(WgpuTensor::dense(buf, shape.to_vec()));
-        }
-        let row = numel(&shape[1..]).max(1);
-        // Whole rows per part, rounded down to a multiple of 4 so parts stay 16-byte aligned.
-        let per = ((max / 4) as usize / row) & !3;
-        if per == 0 {
-            return Err(Error::gpu(
-                GpuErrorKind::LimitExceeded,
-                format!(
-                    "one row of a {shape:?} tensor ({} bytes) exceeds the device's storage \
-                     binding limit of {max} bytes",
-                    row * 4
-                ),
-            ));
-        }
-        let mut parts = Vec::new();
-        let mut start = 0;
-        while start < shape[0] {
-            let rows = per.min(shape[0] - start);
-            let buf = self
-                .ctx
-                .upload_f32("tensor part", &data[start * row..(start + rows) * row])?;
-            parts.push((start, rows, buf));
-            start += rows;
-        }
-        Ok(WgpuTensor {
-            data: Data::Rows(parts),
-            shape: shape.to_vec(),
-            cap: None,
-            ids: None,
-        })
+        let mut t = if bytes <= max || shape.len() < 2 {
+            WgpuTensor::dense(up("tensor", data)?, shape.to_vec())
+        } else {
+            let row = numel(&shape[1..]).max(1);
+            // Whole rows per part, a multiple of 8 so parts stay 16-byte aligned.
+            let per = ((max / value_bytes) as usize / row) & !7;
+            if per == 0 {
+                return Err(Error::gpu(
+                    GpuErrorKind::LimitExceeded,
+                    format!(
+                        "eight rows of a {shape:?} tensor ({} bytes) exceed the device's storage \
+                         binding limit of {max} bytes",
+                        8 * row as u64 * value_bytes
+                    ),
+                ));
+            }
+            let mut parts = Vec::new();
+            let mut start = 0;
+            while start < shape[0] {
+                let rows = per.min(shape[0] - start);
+                let buf = up("tensor part", &data[start * row..(start + rows) * row])?;
+                parts.push((start, rows, buf));
+                start += rows;
+            }
+            WgpuTensor {
+                data: Data::Rows(parts),
+                shape: shape.to_vec(),
+                cap: None,
+                ids: None,
+                half: false,
+            }
+        };
+        t.half = half;
+        Ok(t)
     }
 
     fn binary(&self, op: BinaryOp, a: &WgpuTensor, b: &WgpuTensor) -> Result<WgpuTensor> {
@@ -208,17 +246,17 @@ impl WgpuBackend {
         Ok(WgpuTensor::dense(y, shape))
     }
 
-    /// `x [m, k] · wᵀ` for one dense weight buffer `w [n, k]`.
+    /// `x [m, k] · wᵀ` for one dense weight buffer `w [n, k]` (f32, or f16 pairs when `half`).
     fn linear_one(
         &self,
         x: &GpuBuffer,
-        w: &GpuBuffer,
+        (w, half): (&GpuBuffer, bool),
         m: usize,
         n: usize,
         kk: usize,
     ) -> Result<GpuBuffer> {
-        if m <= GEMV_MAX_ROWS && kk.is_multiple_of(4) {
-            return k::gemv(&self.ctx, x, w, m, n, kk);
+        if m <= GEMV_MAX_ROWS && k::gemv_fits(kk, half) {
+            return k::gemv(&self.ctx, x, w, half, (m, n, kk));
         }
         k::matmul(
             &self.ctx,
@@ -231,6 +269,7 @@ impl WgpuBackend {
                 k: kk,
                 b_trans: true,
                 b_batched: false,
+                b_f16: half,
             },
         )
     }
@@ -258,7 +297,17 @@ impl Backend for WgpuBackend {
                 format!("shape {:?} with {} values", t.shape, t.data.len()),
             ));
         }
-        self.upload_split(&t.shape, &t.data)
+        self.upload_split(&t.shape, &t.data, false)
+    }
+
+    fn upload_half_weight(&self, t: &HostTensor) -> Result<WgpuTensor> {
+        match t.shape.as_slice() {
+            // f16 pairs: a row of odd length would start mid-word.
+            [_, k] if k.is_multiple_of(2) && numel(&t.shape) == t.data.len() => {
+                self.upload_split(&t.shape, &t.data, true)
+            }
+            _ => self.upload(t),
+        }
     }
 
     fn upload_ids(&self, ids: &[u32], shape: &[usize]) -> Result<WgpuTensor> {
@@ -282,14 +331,23 @@ impl Backend for WgpuBackend {
         // Record the copies now; the future only waits for them.
         let bufs: Result<Vec<GpuBuffer>> = match &t.data {
             Data::Rows(parts) => Ok(parts.iter().map(|(_, _, b)| b.clone()).collect()),
+            Data::One(b) if t.half => Ok(vec![b.clone()]),
             Data::One(_) => self.buf("read_f32", t).map(|b| vec![b]),
         };
-        let shape = t.shape.clone();
+        let (shape, half) = (t.shape.clone(), t.half);
         let ctx = self.ctx.clone();
         async move {
             let mut data = Vec::with_capacity(numel(&shape));
             for b in bufs? {
-                data.extend(ctx.read_f32(&b).await?);
+                let words = ctx.read_f32(&b).await?;
+                if half {
+                    data.extend(words.iter().flat_map(|w| {
+                        let bits = w.to_bits();
+                        [bits as u16, (bits >> 16) as u16].map(|h| half::f16::from_bits(h).to_f32())
+                    }));
+                } else {
+                    data.extend(words);
+                }
             }
             data.truncate(numel(&shape));
             HostTensor::new(shape, data)
@@ -308,12 +366,12 @@ impl Backend for WgpuBackend {
                 ),
             ));
         }
-        if let Data::Rows(_) = t.data {
-            if shape.first() != t.shape.first() {
+        if matches!(t.data, Data::Rows(_)) || t.half {
+            if shape.first() != t.shape.first() || shape.last() != t.shape.last() {
                 return Err(err(
                     "reshape",
                     format!(
-                        "a row-split {:?} tensor can only keep its first dimension",
+                        "a row-split or half {:?} weight keeps its first and last dimensions",
                         t.shape
                     ),
                 ));
@@ -461,6 +519,7 @@ impl Backend for WgpuBackend {
                 k: kk,
                 b_trans: false,
                 b_batched,
+                b_f16: false,
             },
         )?;
         let mut shape = lead_a.to_vec();
@@ -492,12 +551,12 @@ impl Backend for WgpuBackend {
         }
         let xb = self.buf("linear", x)?;
         let y = match &w.data {
-            Data::One(wb) => self.linear_one(&xb, wb, m, n, kk)?,
+            Data::One(wb) => self.linear_one(&xb, (wb, w.half), m, n, kk)?,
             Data::Rows(parts) => {
                 // Each part yields a band of output columns, written into place.
                 let y = self.ctx.storage("linear out", m * n)?;
                 for (start, rows, wb) in parts {
-                    let part = self.linear_one(&xb, wb, m, *rows, kk)?;
+                    let part = self.linear_one(&xb, (wb, w.half), m, *rows, kk)?;
                     let to = View {
                         offset: *start,
                         strides: vec![n, 1],
@@ -788,6 +847,7 @@ impl Backend for WgpuBackend {
             shape: vec![b, h, len + s, d],
             cap: Some(cap),
             ids: None,
+            half: false,
         })
     }
 }

@@ -26,6 +26,8 @@ pub struct MatmulShape {
     pub b_trans: bool,
     /// B has its own matrix per batch; otherwise one B serves every batch.
     pub b_batched: bool,
+    /// B holds f16 pairs in u32 words (a half-precision weight), not f32.
+    pub b_f16: bool,
 }
 
 pub fn matmul(ctx: &GpuContext, a: &GpuBuffer, b: &GpuBuffer, s: MatmulShape) -> Result<GpuBuffer> {
@@ -34,11 +36,16 @@ pub fn matmul(ctx: &GpuContext, a: &GpuBuffer, b: &GpuBuffer, s: MatmulShape) ->
         return Err(shape_err(OP, format!("empty matmul {s:?}")));
     }
     need(OP, "a", a, s.batch * s.m * s.k)?;
+    let b_values = if s.b_batched { s.batch } else { 1 } * s.k * s.n;
     need(
         OP,
         "b",
         b,
-        if s.b_batched { s.batch } else { 1 } * s.k * s.n,
+        if s.b_f16 {
+            b_values.div_ceil(2)
+        } else {
+            b_values
+        },
     )?;
     let params = Params {
         m: u32_of("m", s.m)?,
@@ -61,7 +68,10 @@ pub fn matmul(ctx: &GpuContext, a: &GpuBuffer, b: &GpuBuffer, s: MatmulShape) ->
             ),
         ));
     }
-    let pipeline = ctx.pipeline(&KernelKey::new("matmul_tiled_f32"), SRC)?;
+    let pipeline = ctx.pipeline(
+        &KernelKey::new("matmul_tiled_f32").with("B_F16", s.b_f16 as u32),
+        SRC,
+    )?;
     let c = ctx.storage("matmul out", s.batch * s.m * s.n)?;
     ctx.dispatch(
         &pipeline,

@@ -1,7 +1,9 @@
 // Dense f32 matmul, C [batch, m, n] = A [batch, m, k] · B, with B either [k, n] or, when
 // b_trans is 1, [n, k] (a linear layer's weight, read without a transpose copy). B is shared by
-// all batches when b_batched is 0. 16x16 tiles staged in workgroup memory; edges are padded
-// with zeros, so no dimension needs to be a multiple of 16.
+// all batches when b_batched is 0. B is f32 (B_F16 = 0) or f16 pairs in u32 words, low half
+// first (B_F16 = 1: a weight kept in half the memory), widened as it is staged. 16x16 tiles
+// staged in workgroup memory; edges are padded with zeros, so no dimension needs to be a
+// multiple of 16.
 
 struct Params {
     m: u32,
@@ -11,15 +13,23 @@ struct Params {
     b_batched: u32,
 }
 
+override B_F16: u32;
 const T: u32 = 16u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<u32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 
 var<workgroup> ta: array<array<f32, 16>, 16>;
 var<workgroup> tb: array<array<f32, 16>, 16>;
+
+fn b_at(e: u32) -> f32 {
+    if (B_F16 == 1u) {
+        return unpack2x16float(b[e >> 1u])[e & 1u];
+    }
+    return bitcast<f32>(b[e]);
+}
 
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -40,11 +50,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         let kb = t * T + lid.y;
         var bv = 0.0;
         if (col < p.n && kb < p.k) {
+            var e = b0 + kb * p.n + col;
             if (p.b_trans == 1u) {
-                bv = b[b0 + col * p.k + kb];
-            } else {
-                bv = b[b0 + kb * p.n + col];
+                e = b0 + col * p.k + kb;
             }
+            bv = b_at(e);
         }
         tb[lid.y][lid.x] = bv;
         workgroupBarrier();

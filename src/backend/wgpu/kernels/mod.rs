@@ -36,7 +36,7 @@ pub use embedding_f32::embedding;
 pub use gelu_tanh_f32::gelu_tanh;
 pub use gemm_dequant_f32::gemm_dequant;
 pub use gemv_dequant_f32::{gemv_dequant, GpuPacked};
-pub use gemv_f32::gemv;
+pub use gemv_f32::{gemv, gemv_fits};
 pub use layer_norm_f32::layer_norm;
 pub use matmul_tiled_f32::{matmul, MatmulShape};
 pub use rms_norm_f32::rms_norm;
