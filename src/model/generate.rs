@@ -157,6 +157,7 @@ impl<B: Backend> Vqa<B> {
         let (mut tokens, mut probs, mut ents) = (Vec::new(), Vec::new(), Vec::new());
         let mut end_prob = None;
         let mut truncated = false;
+        let mut stepped = false;
         for step in 0..=self.max_new_tokens {
             let logits = b.read_f32(&m.logits(b, &last_hidden)?).await?;
             let (tok, p, ent) = pick_greedy(&logits.data).ok_or_else(|| Error::Backend {
@@ -176,9 +177,13 @@ impl<B: Backend> Vqa<B> {
             tokens.push(tok);
             probs.push(p);
             ents.push(ent);
-            let h = m.forward_tokens(b, &[tok], 1, Some(&mut cache))?;
-            last_state = b.read_f32(&h).await?.data;
-            last_hidden = h;
+            last_hidden = m.forward_tokens(b, &[tok], 1, Some(&mut cache))?;
+            stepped = true;
+        }
+        // Only the final state is a feature: read it once, not after every step (on a GPU each
+        // read is a submit and a wait).
+        if stepped {
+            last_state = b.read_f32(&last_hidden).await?.data;
         }
         let text = self.tokenizer.decode(&tokens)?;
         Ok(Generation {
