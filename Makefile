@@ -2,12 +2,13 @@
 #   make demo  - build, then answer a sample test-split question with the shipped model
 #   make test  - install what the tests need, then run every test and check
 #   make web   - build the web page into dist/web (wasm + page + model); make serve serves it
-#   make e2e   - browser tests of the page (headless Chromium, npm playwright-core)
+#   make e2e   - browser tests of the page (headless Chromium, npm playwright-core): CPU, WebGPU
+#                (SwiftShader) and the fallbacks between them; `make test` runs them too
 SHELL := /bin/bash
 CARGO ?= cargo
 MODEL ?= models/default
 
-.PHONY: demo test setup test-native test-wasm lint easy-vqa lavapipe web serve e2e setup-web
+.PHONY: demo test setup test-native test-wasm lint easy-vqa lavapipe web serve e2e e2e-run setup-web
 
 demo:
 	$(CARGO) build --release
@@ -17,7 +18,9 @@ setup:
 	rustup target add wasm32-unknown-unknown
 	rustup component add clippy rustfmt
 
-test: setup test-native test-wasm lint
+# e2e-run last: it reuses the release binary `cargo test --release` built and the wasm that
+# test-wasm built (`make web` only runs wasm-bindgen on it), so nothing is compiled twice.
+test: setup test-native test-wasm lint setup-web e2e-run
 
 # easy-VQA (PyPI, MIT): the external OOD test set, read by src/eval/ood/easyvqa.rs.
 EASY_VQA_DIR ?= .cache/easy-vqa
@@ -53,11 +56,15 @@ WEB_DIR ?= dist/web
 PORT ?= 8080
 
 # What `make web` and `make e2e` need beyond `make setup`: wasm-bindgen-cli 0.2.130 (without
-# --locked: a locked install hits a yanked dependency) and Debian's chromium for the e2e tests.
+# --locked: a locked install hits a yanked dependency), Debian's chromium (a browser download
+# by a test tool fails here) and node/npm for the tests (node 20+: `node --test` options).
 setup-web: setup
 	$(WASM_BINDGEN) --version 2>/dev/null | grep -q ' 0.2.130$$' || \
 	  $(CARGO) install wasm-bindgen-cli --version 0.2.130
-	test -x /usr/bin/chromium || apt-get install -y chromium
+	@test -x /usr/bin/chromium || \
+		{ $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
+	@command -v npm >/dev/null || \
+		{ $(SUDO) apt-get update && $(SUDO) apt-get install -y nodejs npm; }
 
 web:
 	$(CARGO) build --lib --target wasm32-unknown-unknown --release
@@ -80,3 +87,10 @@ tests/e2e/node_modules: tests/e2e/package-lock.json
 e2e: web tests/e2e/node_modules
 	$(CARGO) build --release
 	cd tests/e2e && npm test
+
+# The browser tests alone, on an existing release binary (built by `cargo test --release` in
+# `make test`, or `cargo build --release`).
+e2e-run: web tests/e2e/node_modules
+	@test -x $(TARGET_DIR)/release/relvqa || \
+	  { echo "no $(TARGET_DIR)/release/relvqa: run cargo build --release (or make e2e)"; exit 1; }
+	cd tests/e2e && time -p npm test

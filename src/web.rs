@@ -1,21 +1,29 @@
 //! The WebAssembly API the web page's worker calls (`www/worker.js`): build a model from the
-//! model directory's files fetched by JavaScript, then answer questions with the same decision
-//! rule as `relvqa ask` ([`crate::selector::decision::decide`]).
+//! model directory's files fetched by JavaScript, on WebGPU when the browser has it and on the
+//! CPU otherwise, then answer questions with the same decision rule as `relvqa ask`
+//! ([`crate::selector::decision::decide`]).
+//!
+//! Falling back: a WebGPU backend that cannot be opened or loaded (no `navigator.gpu`, no
+//! adapter, a limit) gives way to the CPU backend at load; a device lost or out of memory
+//! during an answer rebuilds the model on the CPU from the bytes kept for that purpose and
+//! answers the same question again. Either way the answer says which backend ran and why.
 //!
 //! Errors cross the boundary as JS `Error`s carrying the crate's typed message.
 
-use std::future::Future;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
+use std::cell::RefCell;
+use std::rc::Rc;
 
+use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
 use crate::backend::cpu::CpuBackend;
-use crate::error::{Error, Result};
-use crate::model::generate::Vqa;
+use crate::backend::wgpu::WgpuBackend;
+use crate::backend::HostTensor;
+use crate::error::{Error, GpuErrorKind, Result};
+use crate::model::generate::{Generation, Vqa};
 use crate::model::image::{decode_image, image_to_pixels};
 use crate::model::loader::load_from_bytes;
-use crate::selector::decision::{decide, Confidence};
+use crate::selector::decision::{decide, Confidence, Decision};
 
 #[wasm_bindgen]
 extern "C" {
@@ -33,89 +41,308 @@ fn js_err(e: Error) -> JsError {
     JsError::new(&e.to_string())
 }
 
-/// Drive a future that the CPU backend has already completed. The CPU backend's readback is a
-/// ready future (ARCHITECTURE.md, "Async readback only"), so one poll finishes it; blocking
-/// would need a condvar, which the browser does not allow.
-fn run_ready<T>(f: impl Future<Output = Result<T>>) -> Result<T> {
-    let mut f = pin!(f);
-    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(r) => r,
-        Poll::Pending => Err(Error::Invalid(
-            "the CPU backend returned a pending future; this is a bug in relvqa".into(),
-        )),
+/// The backend the page asks for: `auto` (the default) and `webgpu` both try WebGPU and fall
+/// back to the CPU; `cpu` never touches the GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Choice {
+    Auto,
+    WebGpu,
+    Cpu,
+}
+
+impl Choice {
+    fn parse(s: Option<&str>) -> Result<Self> {
+        match s.unwrap_or("auto") {
+            "auto" | "" => Ok(Choice::Auto),
+            "webgpu" => Ok(Choice::WebGpu),
+            "cpu" => Ok(Choice::Cpu),
+            other => Err(Error::Invalid(format!(
+                "backend `{other}` is not one of auto, webgpu, cpu"
+            ))),
+        }
+    }
+}
+
+/// The model files' bytes, kept while the model runs on WebGPU so that a lost device can be
+/// replaced by the CPU backend without fetching them again.
+struct ModelFiles {
+    config: Vec<u8>,
+    tokenizer: Vec<u8>,
+    weights: Vec<u8>,
+}
+
+impl ModelFiles {
+    fn load_cpu(&self) -> Result<Vqa<CpuBackend>> {
+        load_from_bytes(
+            CpuBackend::new(),
+            &self.config,
+            &self.tokenizer,
+            &self.weights,
+        )
+    }
+}
+
+/// The model on the backend that answers.
+// One engine per page, behind an `Rc`: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+enum Engine {
+    Cpu(Vqa<CpuBackend>),
+    Gpu(GpuModel),
+}
+
+struct GpuModel {
+    vqa: Vqa<WgpuBackend>,
+    adapter: String,
+    files: ModelFiles,
+}
+
+impl Engine {
+    fn name(&self) -> &'static str {
+        match self {
+            Engine::Cpu(_) => "cpu",
+            Engine::Gpu(_) => "webgpu",
+        }
+    }
+
+    fn adapter(&self) -> Option<&str> {
+        match self {
+            Engine::Cpu(_) => None,
+            Engine::Gpu(g) => Some(&g.adapter),
+        }
+    }
+
+    fn image_size(&self) -> usize {
+        match self {
+            Engine::Cpu(v) => v.model.cfg.vision_config.image_size,
+            Engine::Gpu(g) => g.vqa.model.cfg.vision_config.image_size,
+        }
+    }
+
+    fn hidden_size(&self) -> usize {
+        match self {
+            Engine::Cpu(v) => v.model.cfg.text_config.hidden_size,
+            Engine::Gpu(g) => g.vqa.model.cfg.text_config.hidden_size,
+        }
+    }
+
+    /// The CPU backend's readback futures are ready at once; awaiting them costs nothing.
+    async fn answer(&self, px: &HostTensor, question: &str) -> Result<Generation> {
+        match self {
+            Engine::Cpu(v) => v.answer(px, question).await,
+            Engine::Gpu(g) => g.vqa.answer(px, question).await,
+        }
+    }
+
+    async fn open(choice: Choice, files: ModelFiles) -> Result<(Engine, Option<String>)> {
+        if choice == Choice::Cpu {
+            return Ok((Engine::Cpu(files.load_cpu()?), None));
+        }
+        match Self::load_gpu(&files).await {
+            Ok((vqa, adapter)) => Ok((
+                Engine::Gpu(GpuModel {
+                    vqa,
+                    adapter,
+                    files,
+                }),
+                None,
+            )),
+            // Any GPU failure while loading (no adapter, a limit, a lost device) means the CPU.
+            Err(e @ Error::Gpu { .. }) => Ok((Engine::Cpu(files.load_cpu()?), Some(e.to_string()))),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn load_gpu(files: &ModelFiles) -> Result<(Vqa<WgpuBackend>, String)> {
+        let b = WgpuBackend::new().await?;
+        let adapter = b.context().info().adapter.clone();
+        let vqa = load_from_bytes(b, &files.config, &files.tokenizer, &files.weights)?;
+        Ok((vqa, adapter))
+    }
+}
+
+/// Failures of an answer on WebGPU that the CPU backend does not share.
+fn gpu_gave_out(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Gpu {
+            kind: GpuErrorKind::DeviceLost
+                | GpuErrorKind::OutOfMemory
+                | GpuErrorKind::LimitExceeded,
+            ..
+        }
+    )
+}
+
+/// The engine in use and why it is the CPU when WebGPU was asked for. Replaced, never
+/// borrowed across an `await`, so a fallback in one answer cannot clash with another.
+struct State {
+    engine: Rc<Engine>,
+    fallback: Option<String>,
+}
+
+struct Inner {
+    state: RefCell<State>,
+    conf: Confidence,
+}
+
+/// What `ask` returns: the `relvqa ask --json` object plus where it ran.
+#[derive(Serialize)]
+struct WebAnswer {
+    #[serde(flatten)]
+    decision: Decision,
+    /// The WebGPU adapter's name; null on the CPU.
+    adapter: Option<String>,
+    /// Why the answer came from the CPU although WebGPU was asked for; null otherwise.
+    fallback: Option<String>,
+}
+
+impl Inner {
+    fn engine(&self) -> Rc<Engine> {
+        self.state.borrow().engine.clone()
+    }
+
+    async fn ask(&self, image: &[u8], question: &str, risk: f64) -> Result<WebAnswer> {
+        let t0 = performance_now();
+        let mut engine = self.engine();
+        let img = decode_image(image)?;
+        let px = image_to_pixels(&img, engine.image_size())?;
+        let t1 = performance_now();
+        let mut rebuild_ms = None;
+        let g = match engine.answer(&px, question).await {
+            Err(e) if gpu_gave_out(&e) => {
+                let tr = performance_now();
+                let cpu = match &*engine {
+                    Engine::Gpu(g) => g.files.load_cpu()?,
+                    Engine::Cpu(_) => return Err(e),
+                };
+                engine = Rc::new(Engine::Cpu(cpu));
+                self.state.replace(State {
+                    engine: engine.clone(),
+                    fallback: Some(e.to_string()),
+                });
+                rebuild_ms = Some(performance_now() - tr);
+                engine.answer(&px, question).await?
+            }
+            r => r?,
+        };
+        let t2 = performance_now();
+        let mut decision = decide(g, &self.conf, risk, engine.name())?;
+        let mut timings = serde_json::json!({
+            "preprocess": t1 - t0,
+            "generate": t2 - t1,
+            "decide": performance_now() - t2,
+        });
+        if let (Some(ms), Some(t)) = (rebuild_ms, timings.as_object_mut()) {
+            t.insert("fallback".into(), ms.into());
+        }
+        decision.timings_ms = timings;
+        Ok(WebAnswer {
+            decision,
+            adapter: engine.adapter().map(str::to_owned),
+            fallback: self.state.borrow().fallback.clone(),
+        })
     }
 }
 
 /// A model ready to answer, with its Selector and calibration.
 #[wasm_bindgen]
 pub struct RelVqa {
-    vqa: Vqa<CpuBackend>,
-    conf: Confidence,
+    inner: Rc<Inner>,
     load_ms: f64,
 }
 
 #[wasm_bindgen]
 impl RelVqa {
     /// From the bytes of `config.json`, `tokenizer.json`, `model.safetensors` and, when the
-    /// model has them, `selector.safetensors` and `calibration.json`.
-    #[wasm_bindgen(constructor)]
-    pub fn new(
-        config: &[u8],
-        tokenizer: &[u8],
-        weights: &[u8],
+    /// model has them, `selector.safetensors` and `calibration.json`, on `backend` (`auto`,
+    /// the default, `webgpu` or `cpu`).
+    pub async fn load(
+        config: Vec<u8>,
+        tokenizer: Vec<u8>,
+        weights: Vec<u8>,
         selector: Option<Vec<u8>>,
         calibration: Option<Vec<u8>>,
+        backend: Option<String>,
     ) -> std::result::Result<RelVqa, JsError> {
         let t = performance_now();
-        let vqa = load_from_bytes(CpuBackend::new(), config, tokenizer, weights).map_err(js_err)?;
+        let choice = Choice::parse(backend.as_deref()).map_err(js_err)?;
+        let files = ModelFiles {
+            config,
+            tokenizer,
+            weights,
+        };
+        let (engine, fallback) = Engine::open(choice, files).await.map_err(js_err)?;
         let conf = Confidence::from_bytes(
             selector.as_deref(),
             calibration.as_deref(),
-            vqa.model.cfg.text_config.hidden_size,
+            engine.hidden_size(),
         )
         .map_err(js_err)?;
         Ok(RelVqa {
-            vqa,
-            conf,
+            inner: Rc::new(Inner {
+                state: RefCell::new(State {
+                    engine: Rc::new(engine),
+                    fallback,
+                }),
+                conf,
+            }),
             load_ms: performance_now() - t,
         })
     }
 
-    /// Which backend answers: `cpu` until the WebGPU backend lands.
+    /// Which backend answers now: `webgpu` or `cpu`.
     #[wasm_bindgen(getter)]
     pub fn backend(&self) -> String {
-        "cpu".into()
+        self.inner.engine().name().into()
     }
 
-    /// Milliseconds the constructor spent building the model from bytes.
+    /// The WebGPU adapter's name (SwiftShader in headless Chromium); undefined on the CPU.
+    #[wasm_bindgen(getter)]
+    pub fn adapter(&self) -> Option<String> {
+        self.inner.engine().adapter().map(str::to_owned)
+    }
+
+    /// Why the model runs on the CPU although WebGPU was asked for (the typed GPU error).
+    #[wasm_bindgen(getter)]
+    pub fn fallback(&self) -> Option<String> {
+        self.inner.state.borrow().fallback.clone()
+    }
+
+    /// Milliseconds `load` spent opening the backend and building the model from bytes.
     #[wasm_bindgen(getter, js_name = loadMs)]
     pub fn load_ms(&self) -> f64 {
         self.load_ms
     }
 
     /// Answer `question` about a PNG or JPEG image at target `risk` (0.01, 0.05, 0.1 or 0.2).
-    /// Returns `{answer, confidence, confidence_source, maxprob, selector, abstain, threshold,
-    /// reason, backend, timings_ms, ...}`: the `relvqa ask --json` object.
-    pub fn ask(
-        &self,
-        image: &[u8],
-        question: &str,
-        risk: f64,
-    ) -> std::result::Result<JsValue, JsError> {
-        let t0 = performance_now();
-        let img = decode_image(image).map_err(js_err)?;
-        let px =
-            image_to_pixels(&img, self.vqa.model.cfg.vision_config.image_size).map_err(js_err)?;
-        let t1 = performance_now();
-        let g = run_ready(self.vqa.answer(&px, question)).map_err(js_err)?;
-        let t2 = performance_now();
-        let mut d = decide(g, &self.conf, risk, "cpu").map_err(js_err)?;
-        d.timings_ms = serde_json::json!({
-            "preprocess": t1 - t0,
-            "generate": t2 - t1,
-            "decide": performance_now() - t2,
-        });
-        let ser = serde_wasm_bindgen::Serializer::json_compatible();
-        serde::Serialize::serialize(&d, &ser).map_err(|e| JsError::new(&e.to_string()))
+    /// Resolves to `{answer, confidence, confidence_source, maxprob, selector, abstain,
+    /// threshold, reason, backend, adapter, fallback, timings_ms, ...}`: the `relvqa ask
+    /// --json` object plus where it ran.
+    pub fn ask(&self, image: Vec<u8>, question: String, risk: f64) -> js_sys::Promise {
+        // The future must be 'static (wasm-bindgen): it owns its arguments and a handle on
+        // the model, not a borrow of `self`.
+        let inner = self.inner.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let a = inner
+                .ask(&image, &question, risk)
+                .await
+                .map_err(|e| JsValue::from(js_err(e)))?;
+            let ser = serde_wasm_bindgen::Serializer::json_compatible();
+            a.serialize(&ser)
+                .map_err(|e| JsValue::from(JsError::new(&e.to_string())))
+        })
+    }
+
+    /// Test hook: destroy the WebGPU device, as a driver reset would, so the browser tests can
+    /// check the fallback to the CPU. Returns whether there was a device to destroy.
+    #[wasm_bindgen(js_name = loseDeviceForTest)]
+    pub fn lose_device_for_test(&self) -> bool {
+        match &*self.inner.engine() {
+            Engine::Gpu(g) => {
+                g.vqa.backend.context().destroy();
+                true
+            }
+            Engine::Cpu(_) => false,
+        }
     }
 }

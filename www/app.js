@@ -2,6 +2,8 @@
 // Everything the model says is inserted with textContent, never as HTML.
 
 const MODEL_BASE = new URL('models/default', document.baseURI).href.replace(/\/$/, '');
+// `?backend=auto|webgpu|cpu` preselects the backend; `?debug` exposes `window.relvqaDebug`.
+const PARAMS = new URLSearchParams(document.location.search);
 
 const $ = (id) => document.getElementById(id);
 const worker = new Worker(new URL('worker.js', import.meta.url), { type: 'module' });
@@ -10,6 +12,8 @@ let imageBytes = null;
 let ready = false;
 let nextId = 1;
 let pending = null;
+// Test hook calls waiting for the worker's reply, by message id.
+const debugCalls = new Map();
 
 function showError(message) {
   const el = $('error');
@@ -36,6 +40,16 @@ function formatTimings(t) {
   return keys.map((k) => `${k} ${Number(t[k]).toFixed(0)} ms`).join(', ');
 }
 
+const backendLabel = (backend, adapter) => (backend === 'webgpu' ? `WebGPU (${adapter})` : 'CPU');
+
+/** Say where the model runs and, after a fallback to the CPU, why (one line, as text). */
+function showBackend(backend, adapter, fallback) {
+  $('model-status').dataset.backend = backend;
+  const notice = $('backend-notice');
+  notice.textContent = fallback ? `Running on the CPU because WebGPU failed: ${fallback}` : '';
+  notice.hidden = !fallback;
+}
+
 function render(r) {
   const section = $('result');
   section.classList.toggle('abstained', r.abstain);
@@ -58,7 +72,9 @@ function render(r) {
   $('selector').textContent = r.selector === null ? 'none shipped' : fmt(r.selector);
   $('threshold').textContent = r.threshold === null
     ? (r.calibrated ? 'none reaches this risk' : 'uncalibrated') : fmt(r.threshold);
-  $('backend').textContent = r.backend;
+  $('backend').textContent = backendLabel(r.backend, r.adapter);
+  $('backend').dataset.backend = r.backend;
+  showBackend(r.backend, r.adapter, r.fallback);
   $('timings').textContent = formatTimings(r.timings_ms);
   section.hidden = false;
 }
@@ -73,14 +89,23 @@ worker.onmessage = (e) => {
     ready = true;
     $('model-status').classList.add('ready');
     $('model-status').dataset.ready = 'true';
-    $('status-text').textContent =
-      `Model ready on ${m.backend} (fetch ${m.timings_ms.fetch.toFixed(0)} ms, load ${m.timings_ms.load.toFixed(0)} ms).`;
+    $('status-text').textContent = `Model ready on ${backendLabel(m.backend, m.adapter)} `
+      + `(fetch ${m.timings_ms.fetch.toFixed(0)} ms, load ${m.timings_ms.load.toFixed(0)} ms).`;
+    showBackend(m.backend, m.adapter, m.fallback);
     updateAskButton();
   } else if (m.type === 'answer') {
     if (pending === m.id) pending = null;
     render(m.result);
     updateAskButton();
+  } else if (m.type === 'device-destroyed') {
+    debugCalls.get(m.id)?.resolve(m.destroyed);
+    debugCalls.delete(m.id);
   } else if (m.type === 'error') {
+    if (debugCalls.has(m.id)) {
+      debugCalls.get(m.id).reject(new Error(m.message));
+      debugCalls.delete(m.id);
+      return;
+    }
     if (m.id === undefined) $('status-text').textContent = 'The model failed to load.';
     if (pending === m.id) pending = null;
     showError(m.message);
@@ -135,4 +160,30 @@ $('ask-form').addEventListener('submit', (e) => {
   });
 });
 
-worker.postMessage({ type: 'load', base: MODEL_BASE });
+function loadModel() {
+  ready = false;
+  $('model-status').classList.remove('ready');
+  $('model-status').dataset.ready = 'false';
+  $('status-text').textContent = 'Loading the model…';
+  $('load-progress').value = 0;
+  updateAskButton();
+  worker.postMessage({ type: 'load', base: MODEL_BASE, backend: $('backend-choice').value });
+}
+
+const chosen = PARAMS.get('backend');
+if ([...$('backend-choice').options].some((o) => o.value === chosen)) $('backend-choice').value = chosen;
+$('backend-choice').addEventListener('change', loadModel);
+
+if (PARAMS.has('debug')) {
+  // For the browser tests: destroy the WebGPU device, as a driver reset would. Resolves to
+  // whether there was a device to destroy.
+  window.relvqaDebug = {
+    loseDevice: () => new Promise((resolve, reject) => {
+      const id = nextId++;
+      debugCalls.set(id, { resolve, reject });
+      worker.postMessage({ type: 'lose-device', id });
+    }),
+  };
+}
+
+loadModel();

@@ -1,7 +1,10 @@
 // The Web Worker that owns the model: the page never blocks on inference.
-// Messages in:  {type: 'load', base}            {type: 'ask', id, image, question, risk}
-// Messages out: {type: 'progress', done, total, file}  {type: 'ready', backend, timings_ms}
-//               {type: 'answer', id, result}    {type: 'error', id?, message}
+// Messages in:  {type: 'load', base, backend}   {type: 'ask', id, image, question, risk}
+//               {type: 'lose-device', id}        (test hook: destroys the WebGPU device)
+// Messages out: {type: 'progress', done, total, file}
+//               {type: 'ready', backend, adapter, fallback, timings_ms}
+//               {type: 'answer', id, result}    {type: 'device-destroyed', id, destroyed}
+//               {type: 'error', id?, message}
 import init, { RelVqa } from './pkg/relvqa.js';
 
 const REQUIRED = ['config.json', 'tokenizer.json', 'model.safetensors'];
@@ -19,7 +22,7 @@ async function fetchBytes(url, required) {
   return new Uint8Array(await r.arrayBuffer());
 }
 
-async function load(base) {
+async function load({ base, backend }) {
   const t0 = performance.now();
   await init();
   const names = [...REQUIRED, ...OPTIONAL];
@@ -31,28 +34,48 @@ async function load(base) {
     postMessage({ type: 'progress', done, total: names.length, file: name });
   }));
   const t1 = performance.now();
-  model = new RelVqa(
+  model?.free();
+  model = null;
+  model = await RelVqa.load(
     files['config.json'], files['tokenizer.json'], files['model.safetensors'],
-    files['selector.safetensors'], files['calibration.json'],
+    files['selector.safetensors'], files['calibration.json'], backend || 'auto',
   );
   loadTimings = { fetch: t1 - t0, load: performance.now() - t1 };
-  postMessage({ type: 'ready', backend: model.backend, timings_ms: loadTimings });
+  postMessage({
+    type: 'ready',
+    backend: model.backend,
+    adapter: model.adapter ?? null,
+    fallback: model.fallback ?? null,
+    timings_ms: loadTimings,
+  });
 }
 
-function ask({ id, image, question, risk }) {
+async function ask({ id, image, question, risk }) {
   if (!model) throw new Error('the model is not loaded yet');
-  const result = model.ask(new Uint8Array(image), question, risk);
+  const result = await model.ask(new Uint8Array(image), question, risk);
   result.timings_ms = { ...loadTimings, ...result.timings_ms };
   postMessage({ type: 'answer', id, result });
 }
 
-onmessage = async (e) => {
-  const msg = e.data;
+function loseDevice({ id }) {
+  if (!model) throw new Error('the model is not loaded yet');
+  postMessage({ type: 'device-destroyed', id, destroyed: model.loseDeviceForTest() });
+}
+
+async function handle(msg) {
   try {
-    if (msg.type === 'load') await load(msg.base);
-    else if (msg.type === 'ask') ask(msg);
+    if (msg.type === 'load') await load(msg);
+    else if (msg.type === 'ask') await ask(msg);
+    else if (msg.type === 'lose-device') loseDevice(msg);
     else throw new Error(`unknown message type ${msg.type}`);
   } catch (err) {
     postMessage({ type: 'error', id: msg.id, message: String(err && err.message ? err.message : err) });
   }
+}
+
+// One message at a time, in order: an answer awaits GPU readbacks, and a load or a device
+// loss must not land in the middle of it.
+let queue = Promise.resolve();
+onmessage = (e) => {
+  queue = queue.then(() => handle(e.data));
 };

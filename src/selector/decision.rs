@@ -60,7 +60,7 @@ pub struct Decision {
     pub maxprob: f64,
     pub selector: Option<f64>,
     pub token_probs: Vec<f32>,
-    /// Which backend computed the answer (`cpu`; `gpu` once the WebGPU backend lands).
+    /// Which backend computed the answer: `cpu`, or `webgpu` on the page.
     pub backend: &'static str,
     /// Filled by the caller, which owns the clock (there is no `Instant` on wasm).
     pub timings_ms: serde_json::Value,

@@ -1,5 +1,6 @@
 // End-to-end tests of the web page in headless Chromium: the page must give the same answer
-// and confidence as `relvqa ask --json`, and must render model output as text.
+// and confidence as `relvqa ask --json` on the CPU and on WebGPU, fall back to the CPU (and
+// say why) when WebGPU is missing or its device is lost, and render model output as text.
 //
 // Needs `make web` (dist/web) and `cargo build --release` (target/release/relvqa) first;
 // `make e2e` does both. Set RELVQA_BIN / RELVQA_WEB_ROOT to use other locations.
@@ -18,50 +19,75 @@ const TARGET = process.env.CARGO_TARGET_DIR || join(REPO, 'target');
 const BIN = process.env.RELVQA_BIN || join(TARGET, 'release', 'relvqa');
 const ROOT = process.env.RELVQA_WEB_ROOT || join(REPO, 'dist', 'web');
 const LOAD_TIMEOUT_MS = 120_000;
+// DESIGN.md: always these; WebGPU in headless Chromium only with --enable-unsafe-webgpu.
+const CHROMIUM_ARGS = [
+  '--no-sandbox', '--disable-background-networking', '--disable-component-update',
+  '--disable-sync', '--no-first-run',
+];
 
-let browser;
 let server;
 let url;
-let userDataDir;
 let dataDir;
 let samples;
+/** `relvqa ask --json` for each sample, computed once. */
+let cliAnswers;
+/** Browsers launched (with their fresh user-data dirs), closed in `after`. */
+const launched = [];
+let gpuBrowser;
+
+async function launch({ webgpu }) {
+  const userDataDir = mkdtempSync(join(tmpdir(), 'relvqa-e2e-chromium-'));
+  // launchPersistentContext is how Playwright takes a --user-data-dir.
+  const browser = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: webgpu ? [...CHROMIUM_ARGS, '--enable-unsafe-webgpu'] : CHROMIUM_ARGS,
+  });
+  launched.push({ browser, userDataDir });
+  return browser;
+}
+
+function cliAsk(image, question) {
+  return JSON.parse(execFileSync(BIN, [
+    'ask', '--json', '--model', join(REPO, 'models', 'default'), '--image', image,
+    '--question', question, '--risk', '0.05',
+  ], { cwd: REPO, encoding: 'utf8' }));
+}
 
 before(async () => {
   dataDir = mkdtempSync(join(tmpdir(), 'relvqa-e2e-data-'));
   execFileSync(BIN, ['dataset', '--split', 'test', '--limit', '2', '--out', dataDir], { cwd: REPO });
   samples = readFileSync(join(dataDir, 'questions.jsonl'), 'utf8')
     .trim().split('\n').map((l) => JSON.parse(l));
+  cliAnswers = samples.map((s) => cliAsk(join(dataDir, s.image), s.question));
   ({ server, url } = await serve(ROOT));
-  userDataDir = mkdtempSync(join(tmpdir(), 'relvqa-e2e-chromium-'));
-  // launchPersistentContext is how Playwright takes a --user-data-dir.
-  browser = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    args: [
-      '--no-sandbox', '--disable-background-networking', '--disable-component-update',
-      '--disable-sync', '--no-first-run', '--enable-unsafe-webgpu',
-    ],
-  });
+  gpuBrowser = await launch({ webgpu: true });
 });
 
 after(async () => {
-  await browser?.close();
+  for (const { browser } of launched) await browser.close();
   server?.close();
-  for (const d of [userDataDir, dataDir]) if (d) rmSync(d, { recursive: true, force: true });
+  for (const d of [dataDir, ...launched.map((l) => l.userDataDir)]) {
+    if (d) rmSync(d, { recursive: true, force: true });
+  }
 });
 
-/** Open the page, wait for the model, ask `question` about `image` at `risk`; the result section. */
-async function askOnPage(page, image, question, risk = '0.05') {
+/** Open the page with `query` (e.g. `?backend=cpu`) and wait for the model. */
+async function openPage(browser, query = '') {
+  const page = await browser.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
-  await page.goto(url);
+  await page.goto(url + query);
   await page.waitForSelector('#model-status[data-ready="true"]', { timeout: LOAD_TIMEOUT_MS })
     .catch(async (e) => {
       throw new Error(`model never became ready: ${await page.textContent('#error')} ${errors} ${e}`);
     });
-  await page.setInputFiles('#image-input', image);
-  await page.fill('#question', question);
-  await page.selectOption('#risk', risk);
+  return { page, errors };
+}
+
+/** Click Ask and wait for a new result (or fail with the error the page shows). */
+async function submit(page) {
+  await page.evaluate(() => { document.getElementById('result').hidden = true; });
   await page.click('#ask');
   await Promise.race([
     page.waitForSelector('#result:not([hidden])', { timeout: LOAD_TIMEOUT_MS }),
@@ -69,38 +95,110 @@ async function askOnPage(page, image, question, risk = '0.05') {
       throw new Error(`the page showed an error: ${await page.textContent('#error')}`);
     }),
   ]);
-  assert.deepEqual(errors, []);
 }
 
-test('the page answers like `relvqa ask --json`', async () => {
-  for (const s of samples) {
-    const image = join(dataDir, s.image);
-    const cli = JSON.parse(execFileSync(BIN, [
-      'ask', '--json', '--model', join(REPO, 'models', 'default'), '--image', image,
-      '--question', s.question, '--risk', '0.05',
-    ], { cwd: REPO, encoding: 'utf8' }));
-    const page = await browser.newPage();
-    await askOnPage(page, image, s.question);
-    assert.equal(await page.textContent('#answer'), cli.answer, `answer to "${s.question}"`);
-    const shown = await page.getAttribute('#result', 'data-confidence');
-    // Native and wasm sum floats in different orders; the shown value is rounded to 3 places.
-    assert.ok(Math.abs(Number(shown) - cli.confidence) < 1e-4,
-      `confidence ${shown} vs ${cli.confidence}`);
-    assert.equal(await page.textContent('#confidence'), cli.confidence.toFixed(3));
-    assert.equal(await page.textContent('#confidence-source'), cli.confidence_source);
-    assert.equal(await page.getAttribute('#result', 'data-abstain'), String(cli.abstain));
-    assert.equal(await page.textContent('#reason'), cli.reason);
-    assert.equal(await page.textContent('#backend'), 'cpu');
-    await page.close();
+/** Ask `question` about `image` at `risk` on an open page; resolves when the result shows. */
+async function ask(page, image, question, risk = '0.05') {
+  await page.setInputFiles('#image-input', image);
+  await page.fill('#question', question);
+  await page.selectOption('#risk', risk);
+  await submit(page);
+}
+
+/** The shown answer, confidence and decision are those of `relvqa ask --json`. */
+async function assertLikeCli(page, cli, what) {
+  assert.equal(await page.textContent('#answer'), cli.answer, `answer to ${what}`);
+  const shown = await page.getAttribute('#result', 'data-confidence');
+  // Native and wasm (and GPU) sum floats in different orders; the shown value has 3 places.
+  assert.ok(Math.abs(Number(shown) - cli.confidence) < 1e-4,
+    `confidence ${shown} vs ${cli.confidence} (${what})`);
+  assert.equal(await page.textContent('#confidence'), cli.confidence.toFixed(3));
+  assert.equal(await page.textContent('#confidence-source'), cli.confidence_source);
+  assert.equal(await page.getAttribute('#result', 'data-abstain'), String(cli.abstain));
+  assert.equal(await page.textContent('#reason'), cli.reason);
+}
+
+async function backendShown(page) {
+  return {
+    backend: await page.getAttribute('#backend', 'data-backend'),
+    label: await page.textContent('#backend'),
+    notice: (await page.isVisible('#backend-notice')) ? await page.textContent('#backend-notice') : null,
+  };
+}
+
+test('on the CPU the page answers like `relvqa ask --json`', async () => {
+  const { page, errors } = await openPage(gpuBrowser, '?backend=cpu');
+  for (const [i, s] of samples.entries()) {
+    await ask(page, join(dataDir, s.image), s.question);
+    await assertLikeCli(page, cliAnswers[i], `"${s.question}"`);
+    assert.deepEqual(await backendShown(page), { backend: 'cpu', label: 'CPU', notice: null });
   }
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test('with --enable-unsafe-webgpu the page answers on WebGPU like `relvqa ask --json`', async (t) => {
+  const { page, errors } = await openPage(gpuBrowser, '?backend=webgpu');
+  for (const [i, s] of samples.entries()) {
+    await ask(page, join(dataDir, s.image), s.question);
+    // A missing adapter is a failure here, not a skip: the page would say why it fell back.
+    const shown = await backendShown(page);
+    assert.equal(shown.backend, 'webgpu', `answered on WebGPU, not: ${JSON.stringify(shown)}`);
+    assert.match(shown.label, /^WebGPU \(.*SwiftShader.*\)$/i);
+    assert.equal(shown.notice, null);
+    if (i === 0) t.diagnostic(`adapter: ${shown.label}`);
+    await assertLikeCli(page, cliAnswers[i], `"${s.question}" on WebGPU`);
+  }
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test('without WebGPU the page falls back to the CPU and says why', async () => {
+  const browser = await launch({ webgpu: false });
+  const { page, errors } = await openPage(browser);
+  assert.equal(await page.getAttribute('#model-status', 'data-backend'), 'cpu');
+  assert.match(await page.textContent('#status-text'), /^Model ready on CPU /);
+  const s = samples[0];
+  await ask(page, join(dataDir, s.image), s.question);
+  await assertLikeCli(page, cliAnswers[0], `"${s.question}" after the fallback`);
+  const shown = await backendShown(page);
+  assert.equal(shown.backend, 'cpu');
+  assert.match(shown.notice ?? '', /^Running on the CPU because WebGPU failed: gpu \(no adapter\): /);
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test('a lost WebGPU device gives a typed error, and the page answers on the CPU', async () => {
+  const { page, errors } = await openPage(gpuBrowser, '?backend=webgpu&debug');
+  const s = samples[0];
+  await ask(page, join(dataDir, s.image), s.question);
+  assert.equal((await backendShown(page)).backend, 'webgpu');
+  assert.equal(await page.evaluate(() => window.relvqaDebug.loseDevice()), true);
+  await submit(page);
+  const shown = await backendShown(page);
+  assert.equal(shown.backend, 'cpu');
+  assert.match(shown.notice ?? '', /^Running on the CPU because WebGPU failed: gpu \(device lost\): /);
+  await assertLikeCli(page, cliAnswers[0], `"${s.question}" after the device loss`);
+  // It stays on the CPU, still saying why.
+  await submit(page);
+  assert.equal((await backendShown(page)).backend, 'cpu');
+  assert.ok(await page.isVisible('#backend-notice'));
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test('the backend can be switched in the page', async () => {
+  const { page } = await openPage(gpuBrowser, '?backend=cpu');
+  await page.selectOption('#backend-choice', 'webgpu');
+  await page.waitForSelector('#model-status[data-ready="true"][data-backend="webgpu"]',
+    { timeout: LOAD_TIMEOUT_MS });
+  assert.match(await page.textContent('#status-text'), /^Model ready on WebGPU \(/);
+  await page.close();
 });
 
 test('model output is rendered as text, never as HTML', async () => {
   const s = samples[0];
-  const cli = JSON.parse(execFileSync(BIN, [
-    'ask', '--json', '--model', join(REPO, 'models', 'default'), '--image', join(dataDir, s.image),
-    '--question', s.question,
-  ], { cwd: REPO, encoding: 'utf8' }));
+  const cli = cliAnswers[0];
   // Rename the answer's word in the served tokenizer to markup: the model then "says" HTML.
   const word = cli.answer.split(' ')[0];
   assert.ok(!s.question.split(' ').includes(word), 'pick a sample whose answer is not in the question');
@@ -110,11 +208,13 @@ test('model output is rendered as text, never as HTML', async () => {
   assert.ok(word in vocab, `answer word ${word} is in the vocabulary`);
   vocab[payload] = vocab[word];
   delete vocab[word];
-  const page = await browser.newPage();
+  const page = await gpuBrowser.newPage();
   await page.route('**/models/default/tokenizer.json', (route) => route.fulfill({
     status: 200, contentType: 'application/json', body: JSON.stringify(tok),
   }));
-  await askOnPage(page, join(dataDir, s.image), s.question);
+  await page.goto(url);
+  await page.waitForSelector('#model-status[data-ready="true"]', { timeout: LOAD_TIMEOUT_MS });
+  await ask(page, join(dataDir, s.image), s.question);
   const answer = await page.textContent('#answer');
   assert.ok(answer.includes(payload), `answer shown as text: ${answer}`);
   assert.equal(await page.locator('#result img, #result b').count(), 0, 'no element was injected');
@@ -123,9 +223,7 @@ test('model output is rendered as text, never as HTML', async () => {
 });
 
 test('a broken image shows the crate\'s typed error, and the page recovers', async () => {
-  const page = await browser.newPage();
-  await page.goto(url);
-  await page.waitForSelector('#model-status[data-ready="true"]', { timeout: LOAD_TIMEOUT_MS });
+  const { page } = await openPage(gpuBrowser);
   await page.setInputFiles('#image-input', {
     name: 'broken.png', mimeType: 'image/png', buffer: Buffer.from('not a png at all'),
   });

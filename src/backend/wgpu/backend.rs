@@ -121,9 +121,6 @@ impl WgpuBackend {
         Self::with_options(&GpuOptions::default()).await
     }
 
-    // On wasm32 wgpu's types are not Send (there are no threads to share them with); one
-    // `Arc` type keeps the API the same on both targets.
-    #[allow(clippy::arc_with_non_send_sync)]
     pub async fn with_options(opts: &GpuOptions) -> Result<Self> {
         Ok(Self::from_context(Arc::new(
             GpuContext::with_options(opts).await?,

@@ -249,8 +249,6 @@ impl GpuContext {
         Ok(self.wrap(buffer, size, len))
     }
 
-    // Not Send on wasm32, where wgpu's types are not (see `WgpuBackend::with_options`).
-    #[allow(clippy::arc_with_non_send_sync)]
     fn wrap(&self, buffer: ::wgpu::Buffer, size: u64, len: usize) -> GpuBuffer {
         GpuBuffer {
             slot: Arc::new(Slot {

@@ -110,7 +110,7 @@ pub(crate) async fn open(
     // On the web `Instance::new` panics without `navigator.gpu` (wgpu 30), so ask first.
     #[cfg(target_arch = "wasm32")]
     if !::wgpu::util::is_browser_webgpu_supported().await {
-        return Err(no_adapter("navigator.gpu is missing"));
+        return Err(no_adapter("navigator.gpu is missing or offers no adapter"));
     }
     let instance = ::wgpu::Instance::new(::wgpu::InstanceDescriptor::new_without_display_handle());
     let adapter = instance
@@ -154,8 +154,17 @@ pub(crate) async fn open(
         s.record_lost(format!("device lost ({reason:?}): {msg}"))
     });
 
+    #[cfg(target_arch = "wasm32")]
+    let name = match ai.name.as_str() {
+        "" => browser_adapter_name()
+            .await
+            .unwrap_or_else(|| "unnamed WebGPU adapter".into()),
+        name => name.to_owned(),
+    };
+    #[cfg(not(target_arch = "wasm32"))]
+    let name = ai.name.clone();
     let info = DeviceInfo {
-        adapter: ai.name.clone(),
+        adapter: name,
         backend: format!("{:?}", ai.backend),
         is_software: ai.device_type == ::wgpu::DeviceType::Cpu,
         shader_f16: features.contains(::wgpu::Features::SHADER_F16),
@@ -164,6 +173,32 @@ pub(crate) async fn open(
         limits,
     };
     Ok((device, queue, info, sink))
+}
+
+/// The adapter's name as the browser gives it. wgpu takes only `GPUAdapterInfo.description`,
+/// which Chromium leaves empty (fingerprinting), while `vendor` and `architecture` say e.g.
+/// "google swiftshader"; so ask the browser for the same adapter again and join what it says.
+#[cfg(target_arch = "wasm32")]
+async fn browser_adapter_name() -> Option<String> {
+    use wasm_bindgen::{JsCast, JsValue};
+    let get = |o: &JsValue, key: &str| {
+        js_sys::Reflect::get(o, &JsValue::from_str(key))
+            .ok()
+            .filter(|v| !v.is_undefined() && !v.is_null())
+    };
+    let gpu = get(&get(&js_sys::global().into(), "navigator")?, "gpu")?;
+    let request: js_sys::Function = get(&gpu, "requestAdapter")?.dyn_into().ok()?;
+    let opts = js_sys::Object::new();
+    js_sys::Reflect::set(&opts, &"powerPreference".into(), &"high-performance".into()).ok()?;
+    let promise: js_sys::Promise = request.call1(&gpu, &opts).ok()?.dyn_into().ok()?;
+    let adapter = wasm_bindgen_futures::JsFuture::from(promise).await.ok()?;
+    let info = get(&adapter, "info")?;
+    let parts: Vec<String> = ["vendor", "architecture", "device", "description"]
+        .iter()
+        .filter_map(|k| get(&info, k)?.as_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(" "))
 }
 
 #[cfg(test)]
