@@ -41,6 +41,37 @@ fn js_err(e: Error) -> JsError {
     JsError::new(&e.to_string())
 }
 
+/// What [`gpu_self_test`] reports.
+#[derive(Debug, Serialize)]
+struct SelfTest {
+    adapter: String,
+    subgroups: bool,
+    checks: Vec<crate::backend::parity::ParityCheck>,
+    failed: usize,
+}
+
+/// Run every op of the WebGPU backend against the CPU backend in this browser (the checks
+/// `tests/gpu_backend.rs` runs natively): `{adapter, subgroups, checks: [{name, rel_err, tol}],
+/// failed}`. Rejects when there is no WebGPU adapter.
+#[wasm_bindgen(js_name = gpuSelfTest)]
+pub async fn gpu_self_test() -> std::result::Result<JsValue, JsError> {
+    let b = WgpuBackend::new().await.map_err(js_err)?;
+    let checks = crate::backend::parity::op_parity(&b)
+        .await
+        .map_err(js_err)?;
+    let report = SelfTest {
+        adapter: b.context().info().adapter.clone(),
+        subgroups: b.context().uses_subgroups(),
+        failed: checks.iter().filter(|c| !c.ok()).count(),
+        checks,
+    };
+    b.context().destroy();
+    let ser = serde_wasm_bindgen::Serializer::json_compatible();
+    report
+        .serialize(&ser)
+        .map_err(|e| JsError::new(&e.to_string()))
+}
+
 /// The backend the page asks for: `auto` (the default) and `webgpu` both try WebGPU and fall
 /// back to the CPU; `cpu` never touches the GPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -97,8 +97,8 @@ worker.onmessage = (e) => {
     if (pending === m.id) pending = null;
     render(m.result);
     updateAskButton();
-  } else if (m.type === 'device-destroyed') {
-    debugCalls.get(m.id)?.resolve(m.destroyed);
+  } else if (m.type === 'device-destroyed' || m.type === 'self-test') {
+    debugCalls.get(m.id)?.resolve(m.type === 'self-test' ? m.report : m.destroyed);
     debugCalls.delete(m.id);
   } else if (m.type === 'error') {
     if (debugCalls.has(m.id)) {
@@ -177,12 +177,15 @@ $('backend-choice').addEventListener('change', loadModel);
 if (PARAMS.has('debug')) {
   // For the browser tests: destroy the WebGPU device, as a driver reset would. Resolves to
   // whether there was a device to destroy.
+  const call = (type) => new Promise((resolve, reject) => {
+    const id = nextId++;
+    debugCalls.set(id, { resolve, reject });
+    worker.postMessage({ type, id });
+  });
   window.relvqaDebug = {
-    loseDevice: () => new Promise((resolve, reject) => {
-      const id = nextId++;
-      debugCalls.set(id, { resolve, reject });
-      worker.postMessage({ type: 'lose-device', id });
-    }),
+    loseDevice: () => call('lose-device'),
+    // Every WGSL kernel against the CPU backend, in this browser (src/backend/parity.rs).
+    selfTest: () => call('self-test'),
   };
 }
 

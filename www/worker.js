@@ -1,11 +1,13 @@
 // The Web Worker that owns the model: the page never blocks on inference.
 // Messages in:  {type: 'load', base, backend}   {type: 'ask', id, image, question, risk}
 //               {type: 'lose-device', id}        (test hook: destroys the WebGPU device)
+//               {type: 'self-test', id}          (every WGSL kernel against the CPU, here)
 // Messages out: {type: 'progress', done, total, file}
 //               {type: 'ready', backend, adapter, fallback, timings_ms}
 //               {type: 'answer', id, result}    {type: 'device-destroyed', id, destroyed}
+//               {type: 'self-test', id, report}
 //               {type: 'error', id?, message}
-import init, { RelVqa } from './pkg/relvqa.js';
+import init, { RelVqa, gpuSelfTest } from './pkg/relvqa.js';
 
 const REQUIRED = ['config.json', 'tokenizer.json', 'model.safetensors'];
 const OPTIONAL = ['selector.safetensors', 'calibration.json'];
@@ -62,11 +64,17 @@ function loseDevice({ id }) {
   postMessage({ type: 'device-destroyed', id, destroyed: model.loseDeviceForTest() });
 }
 
+async function selfTest({ id }) {
+  await init();
+  postMessage({ type: 'self-test', id, report: await gpuSelfTest() });
+}
+
 async function handle(msg) {
   try {
     if (msg.type === 'load') await load(msg);
     else if (msg.type === 'ask') await ask(msg);
     else if (msg.type === 'lose-device') loseDevice(msg);
+    else if (msg.type === 'self-test') await selfTest(msg);
     else throw new Error(`unknown message type ${msg.type}`);
   } catch (err) {
     postMessage({ type: 'error', id: msg.id, message: String(err && err.message ? err.message : err) });

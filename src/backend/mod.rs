@@ -11,6 +11,7 @@
 //! - Every op returns `Result`: shape errors and device failures are values, not panics.
 
 pub mod cpu;
+pub mod parity;
 pub mod wgpu;
 
 use std::future::Future;

@@ -187,6 +187,23 @@ test('a lost WebGPU device gives a typed error, and the page answers on the CPU'
   await page.close();
 });
 
+test('every WGSL kernel matches the CPU backend on Chromium\'s WebGPU', async () => {
+  const { page, errors } = await openPage(gpuBrowser, '?backend=cpu&debug');
+  const report = await page.evaluate(() => window.relvqaDebug.selfTest());
+  console.log(`WebGPU self-test on ${report.adapter} (subgroups ${report.subgroups}): ` +
+    `${report.checks.length} ops, worst relative error ` +
+    `${Math.max(...report.checks.map((c) => c.rel_err)).toExponential(2)}`);
+  assert.ok(report.checks.length > 30, `only ${report.checks.length} checks`);
+  const bad = report.checks.filter((c) => !(c.rel_err <= c.tol));
+  assert.deepEqual(bad, [], 'ops over tolerance on WebGPU');
+  assert.equal(report.failed, 0);
+  for (const op of ['int4 packed linear', 'int3 packed linear', 'attention', 'KV cache', 'rope']) {
+    assert.ok(report.checks.some((c) => c.name.startsWith(op)), `no ${op} check`);
+  }
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
 test('the backend can be switched in the page', async () => {
   const { page } = await openPage(gpuBrowser, '?backend=cpu');
   await page.selectOption('#backend-choice', 'webgpu');

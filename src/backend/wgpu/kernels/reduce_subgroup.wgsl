@@ -24,7 +24,8 @@ fn combine_sum() -> f32 {
 }
 
 fn combine_max() -> f32 {
-    var total = -3.4028235e38;
+    // The lowest finite f32, as bits (see softmax_last_f32.wgsl).
+    var total = bitcast<f32>(0xff7fffffu);
     for (var i = 0u; i < WG; i++) {
         if (lead[i] == 1u) {
             total = max(total, red[i]);

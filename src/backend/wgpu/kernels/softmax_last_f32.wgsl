@@ -25,8 +25,10 @@ fn main(
         return;
     }
     let base = row * p.d;
-    // -inf is not a WGSL literal; the lowest finite f32 works as the identity of max here.
-    var mx = -3.4028235e38;
+    // -inf is not a WGSL literal; the lowest finite f32 works as the identity of max here. As
+    // bits: Chrome's compiler reads the decimal -3.4028235e38 exactly and refuses it as
+    // out of f32 range (found by the browser self-test), naga rounds it.
+    var mx = bitcast<f32>(0xff7fffffu);
     for (var i = lid; i < p.d; i += WG) {
         mx = max(mx, x[base + i]);
     }
