@@ -1,5 +1,6 @@
 # relvqa: two entry points for a fresh machine.
-#   make demo  - build, then answer a sample test-split question with the shipped model
+#   make demo  - build the web page on the shipped model and serve it (prints the URL)
+#   make demo-cli - build, then answer the first test questions in the terminal
 #   make test  - install what the tests need, then run every test and check
 #   make web   - build the web page into dist/web (wasm + page + model); make serve serves it
 #   make e2e   - browser tests of the page (headless Chromium, npm playwright-core): CPU, WebGPU
@@ -8,9 +9,15 @@ SHELL := /bin/bash
 CARGO ?= cargo
 MODEL ?= models/default
 
-.PHONY: demo test setup test-native test-wasm lint easy-vqa lavapipe web serve e2e e2e-run setup-web
+.PHONY: demo demo-cli wasm-bindgen-cli test setup test-native test-wasm lint easy-vqa lavapipe web serve e2e e2e-run setup-web
 
-demo:
+# The page (wasm + worker + the shipped model) on http://127.0.0.1:$(PORT)/ via `relvqa serve`
+# (application/wasm, Range requests). Ctrl-C stops it.
+demo: setup wasm-bindgen-cli web
+	$(CARGO) build --release
+	./target/release/relvqa serve --root $(WEB_DIR) --port $(PORT)
+
+demo-cli:
 	$(CARGO) build --release
 	./target/release/relvqa demo --model $(MODEL)
 
@@ -58,9 +65,11 @@ PORT ?= 8080
 # What `make web` and `make e2e` need beyond `make setup`: wasm-bindgen-cli 0.2.130 (without
 # --locked: a locked install hits a yanked dependency), Debian's chromium (a browser download
 # by a test tool fails here) and node/npm for the tests (node 20+: `node --test` options).
-setup-web: setup
+wasm-bindgen-cli:
 	$(WASM_BINDGEN) --version 2>/dev/null | grep -q ' 0.2.130$$' || \
 	  $(CARGO) install wasm-bindgen-cli --version 0.2.130
+
+setup-web: setup wasm-bindgen-cli
 	@test -x /usr/bin/chromium || \
 		{ $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
 	@command -v npm >/dev/null || \
@@ -78,7 +87,7 @@ web:
 	cp -r $(MODEL) $(WEB_DIR)/models/default
 
 serve:
-	node tests/e2e/serve.mjs $(WEB_DIR) $(PORT)
+	$(CARGO) run --release -- serve --root $(WEB_DIR) --port $(PORT)
 
 tests/e2e/node_modules: tests/e2e/package-lock.json
 	cd tests/e2e && npm ci --no-audit --no-fund

@@ -13,6 +13,7 @@ mod report_md;
 mod report_plots;
 mod scoring;
 mod selector;
+mod serve;
 mod train;
 mod variants;
 
@@ -58,6 +59,8 @@ enum Cmd {
     Selector(selector::SelectorArgs),
     /// Performance measurements (`bench kernels`: fused int-N matmul vs candle and bandwidth).
     Bench(bench::BenchArgs),
+    /// Serve the built web page (`make web` → dist/web) over HTTP, with Range requests.
+    Serve(serve::ServeArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -72,6 +75,7 @@ pub fn main() -> ExitCode {
         Cmd::Quantize(a) => quantize::run(a),
         Cmd::Bench(a) => bench::run(a),
         Cmd::Selector(a) => selector::run(a),
+        Cmd::Serve(a) => serve::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
