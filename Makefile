@@ -82,7 +82,7 @@ web:
 	$(WASM_BINDGEN) --target web --out-dir pkg $(TARGET_DIR)/wasm32-unknown-unknown/release/relvqa.wasm
 	rm -rf $(WEB_DIR)
 	mkdir -p $(WEB_DIR)/models
-	cp www/index.html www/app.js www/worker.js www/style.css $(WEB_DIR)/
+	cp www/index.html www/app.js www/worker.js www/style.css www/widget.js www/embed.html $(WEB_DIR)/
 	cp -r pkg $(WEB_DIR)/pkg
 	cp -r $(MODEL) $(WEB_DIR)/models/default
 

@@ -47,10 +47,10 @@ async function launch({ webgpu }) {
   return browser;
 }
 
-function cliAsk(image, question) {
+function cliAsk(image, question, risk = '0.05') {
   return JSON.parse(execFileSync(BIN, [
     'ask', '--json', '--model', join(REPO, 'models', 'default'), '--image', image,
-    '--question', question, '--risk', '0.05',
+    '--question', question, '--risk', risk,
   ], { cwd: REPO, encoding: 'utf8' }));
 }
 
@@ -200,6 +200,45 @@ test('every WGSL kernel matches the CPU backend on Chromium\'s WebGPU', async ()
   for (const op of ['int4 packed linear', 'int3 packed linear', 'attention', 'KV cache', 'rope']) {
     assert.ok(report.checks.some((c) => c.name.startsWith(op)), `no ${op} check`);
   }
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test('the widget page embeds two independent widgets and an iframe, answering like the CLI', async () => {
+  const page = await gpuBrowser.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  await page.goto(`${url}embed.html`);
+  // Playwright's CSS selectors pierce open shadow roots.
+  for (const id of ['careful', 'relaxed']) {
+    await page.waitForSelector(`#${id} .status[data-ready="true"]`, { timeout: LOAD_TIMEOUT_MS });
+  }
+  assert.equal(await page.getAttribute('#relaxed .status', 'data-backend'), 'cpu');
+  const s = samples[0];
+  const image = join(dataDir, s.image);
+  for (const [id, risk] of [['careful', '0.01'], ['relaxed', '0.2']]) {
+    await page.setInputFiles(`#${id} .image`, image);
+    await page.fill(`#${id} .question`, s.question);
+    await page.click(`#${id} .ask`);
+    await page.waitForSelector(`#${id} .result:not([hidden])`);
+    const cli = cliAsk(image, s.question, risk);
+    assert.equal(await page.textContent(`#${id} .answer`), cli.answer, `${id}: answer`);
+    assert.equal(await page.getAttribute(`#${id} .result`, 'data-abstain'), String(cli.abstain),
+      `${id}: abstain at risk ${risk}`);
+    assert.equal(await page.textContent(`#${id} .reason`), cli.reason, `${id}: reason`);
+    const shown = Number(await page.getAttribute(`#${id} .result`, 'data-confidence'));
+    assert.ok(Math.abs(shown - cli.confidence) < 1e-4, `${id}: confidence ${shown} vs ${cli.confidence}`);
+  }
+  // The host's styles stay outside the shadow roots, the widgets' inside.
+  const askBg = await page.$eval('#careful', (el) =>
+    getComputedStyle(el.shadowRoot.querySelector('.ask')).backgroundColor);
+  assert.notEqual(askBg, 'rgb(255, 105, 180)', 'the host\'s button style leaked into the widget');
+  assert.equal(await page.$eval('#host-button', (el) => getComputedStyle(el).backgroundColor),
+    'rgb(255, 105, 180)');
+  // The full page in an iframe loads too.
+  const frame = page.frames().find((f) => f.url().includes('index.html'));
+  assert.ok(frame, 'no iframe');
+  await frame.waitForSelector('#model-status[data-ready="true"]', { timeout: LOAD_TIMEOUT_MS });
   assert.deepEqual(errors, []);
   await page.close();
 });
