@@ -75,14 +75,18 @@ setup-web: setup wasm-bindgen-cli
 	@command -v npm >/dev/null || \
 		{ $(SUDO) apt-get update && $(SUDO) apt-get install -y nodejs npm; }
 
-web:
+# easy-VQA goes into the page for the benchmark's OOD questions (4.4 MB, MIT).
+web: easy-vqa
 	$(CARGO) build --lib --target wasm32-unknown-unknown --release
 	@$(WASM_BINDGEN) --version | grep -q ' 0.2.130$$' || \
 	  { echo "need wasm-bindgen-cli 0.2.130: cargo install wasm-bindgen-cli --version 0.2.130"; exit 1; }
 	$(WASM_BINDGEN) --target web --out-dir pkg $(TARGET_DIR)/wasm32-unknown-unknown/release/relvqa.wasm
 	rm -rf $(WEB_DIR)
 	mkdir -p $(WEB_DIR)/models
-	cp www/index.html www/app.js www/worker.js www/style.css www/widget.js www/embed.html $(WEB_DIR)/
+	cp www/index.html www/app.js www/worker.js www/style.css www/widget.js www/embed.html \
+	  www/bench.html www/bench.js www/bench-worker.js $(WEB_DIR)/
+	mkdir -p $(WEB_DIR)/easy-vqa
+	cp -r $(EASY_VQA_DIR)/easy_vqa/data/answers.txt $(EASY_VQA_DIR)/easy_vqa/data/test $(WEB_DIR)/easy-vqa/
 	cp -r pkg $(WEB_DIR)/pkg
 	cp -r $(MODEL) $(WEB_DIR)/models/default
 

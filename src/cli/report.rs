@@ -17,10 +17,13 @@ use super::selector::train_and_store;
 use super::variants::{parse_list, prepare, Prepared, Variant};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::eval::ood::{id_item, mixture, ood_item, EasyVqa};
+use crate::eval::ood::{id_item, ood_item, EasyVqa};
 use crate::eval::predict::{Scored, Selectors};
+pub use crate::eval::reliability::{
+    apply_selectors, mixed, mixture_result, EstimatorMetrics, MixtureResult, MAXPROB, SELECTOR,
+    SELECTOR_F16,
+};
 use crate::eval::shapes::Split;
-use crate::metrics::{self, CoverageAtRisk, CurvePoint, PhiReport, PHI_COSTS};
 use crate::model::generate::Vqa;
 use crate::model::loader::load_path;
 use crate::selector::mlp::Selector;
@@ -39,36 +42,6 @@ pub struct ReportOptions {
     pub ood: Vec<u32>,
     pub out: PathBuf,
     pub easy_vqa: PathBuf,
-}
-
-/// The confidence sources a report compares.
-pub const MAXPROB: &str = "maxprob";
-pub const SELECTOR: &str = "selector";
-/// The f16 model's Selector applied to a quantized variant.
-pub const SELECTOR_F16: &str = "selector_f16";
-
-/// Metrics of one confidence source on one test set (the curve lives in the plots and can be
-/// recomputed from `predictions.jsonl`).
-#[derive(Debug, Clone, Serialize)]
-pub struct EstimatorMetrics {
-    pub auc: f64,
-    pub coverage_at_risk: BTreeMap<u32, CoverageAtRisk>,
-    /// Keyed by the cost `c` (1, 10, 100); threshold chosen on ID val.
-    pub phi: BTreeMap<u32, PhiReport>,
-    pub ece: f64,
-    pub note: Option<String>,
-    #[serde(skip)]
-    pub curve: Vec<CurvePoint>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct MixtureResult {
-    pub ood_percent: u32,
-    pub n: usize,
-    pub n_ood: usize,
-    pub accuracy: f64,
-    pub estimators: BTreeMap<String, EstimatorMetrics>,
-    pub predictions: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -144,56 +117,6 @@ pub fn parse_ood(s: &str) -> Result<Vec<u32>> {
         return Err(Error::Invalid("--ood lists no percentage".into()));
     }
     Ok(v)
-}
-
-fn confidences(s: &[Scored], est: &str) -> Option<Vec<f64>> {
-    s.iter()
-        .map(|x| match est {
-            MAXPROB => Some(x.maxprob),
-            SELECTOR => x.selector,
-            _ => x.selector_f16,
-        })
-        .collect()
-}
-
-fn accs(s: &[Scored]) -> Vec<f64> {
-    s.iter().map(|x| x.acc).collect()
-}
-
-fn estimator_metrics(
-    val: &[Scored],
-    test: &[Scored],
-    est: &str,
-) -> Result<Option<EstimatorMetrics>> {
-    let (Some(vc), Some(tc)) = (confidences(val, est), confidences(test, est)) else {
-        return Ok(None);
-    };
-    let (va, ta) = (accs(val), accs(test));
-    let s = metrics::summarize(&tc, &ta)?;
-    let mut phi = BTreeMap::new();
-    for c in PHI_COSTS {
-        phi.insert(c as u32, metrics::phi_report(&vc, &va, &tc, &ta, c)?);
-    }
-    Ok(Some(EstimatorMetrics {
-        auc: s.auc,
-        coverage_at_risk: s.coverage_at_risk,
-        phi,
-        ece: s.ece,
-        note: s.note,
-        curve: s.curve,
-    }))
-}
-
-fn apply_selectors(s: &mut [Scored], sel: Selectors<'_>) -> Result<()> {
-    for x in s.iter_mut() {
-        if let Some(own) = sel.own {
-            x.selector = Some(own.confidence(&x.features)? as f64);
-        }
-        if let Some(f16) = sel.f16 {
-            x.selector_f16 = Some(f16.confidence(&x.features)? as f64);
-        }
-    }
-    Ok(())
 }
 
 fn write_jsonl(path: &Path, rows: &[Scored]) -> Result<()> {
@@ -386,28 +309,12 @@ where
         write_jsonl(&o.out.join(format!("predictions/{name}_val.jsonl")), &val)?;
         let mut mixtures = Vec::new();
         for &pct in &o.ood {
-            let mask = mixture(o.test_n, pct)?;
-            let rows: Vec<Scored> = mask
-                .iter()
-                .zip(id.iter().zip(&ood))
-                .map(|(m, (a, b))| if *m { b.clone() } else { a.clone() })
-                .collect();
+            let (rows, n_ood) = mixed(&id, &ood, pct)?;
             let file = format!("predictions/{name}_ood{pct}.jsonl");
             write_jsonl(&o.out.join(&file), &rows)?;
-            let mut estimators = BTreeMap::new();
-            for est in [MAXPROB, SELECTOR, SELECTOR_F16] {
-                if let Some(m) = estimator_metrics(&val, &rows, est)? {
-                    estimators.insert(est.to_string(), m);
-                }
-            }
-            mixtures.push(MixtureResult {
-                ood_percent: pct,
-                n: rows.len(),
-                n_ood: mask.iter().filter(|m| **m).count(),
-                accuracy: rows.iter().map(|r| r.acc).sum::<f64>() / rows.len().max(1) as f64,
-                estimators,
-                predictions: file,
-            });
+            let mut m = mixture_result(&val, &rows, pct, n_ood)?;
+            m.predictions = file;
+            mixtures.push(m);
         }
         let mut by_kind = group_scores(&ood, |r| r.ood.clone());
         by_kind.extend(group_scores(&id, |r| r.ood.clone()));

@@ -3,4 +3,5 @@
 pub mod accuracy;
 pub mod ood;
 pub mod predict;
+pub mod reliability;
 pub mod shapes;

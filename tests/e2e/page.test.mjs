@@ -243,6 +243,50 @@ test('the widget page embeds two independent widgets and an iframe, answering li
   await page.close();
 });
 
+test('the benchmark page computes the numbers `relvqa eval --out` computes on the same questions', async () => {
+  const [n, val, percents] = [12, 12, '0,50,100'];
+  const page = await gpuBrowser.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  await page.goto(`${url}bench.html?n=${n}&val=${val}&percents=${percents}&backend=cpu&autorun`);
+  await page.waitForSelector('#bench-status[data-done]', { timeout: LOAD_TIMEOUT_MS });
+  assert.equal(await page.getAttribute('#bench-status', 'data-done'), 'true',
+    `benchmark failed: ${await page.textContent('#error')}`);
+  const web = await page.evaluate(() => window.relvqaBench.result);
+  const out = mkdtempSync(join(tmpdir(), 'relvqa-e2e-report-'));
+  execFileSync(BIN, ['eval', '--variants', 'f16', '--limit', String(n), '--val', String(val),
+    '--dev', String(val), '--ood', percents, '--out', out], { cwd: REPO, stdio: 'ignore' });
+  const cli = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8')).variants[0];
+  rmSync(out, { recursive: true, force: true });
+  assert.equal(web.mixtures.length, cli.mixtures.length);
+  // Native and wasm sum floats in different orders (confidences agree to ~1e-7), so metrics
+  // agree to float noise unless two confidences swap ranks; on these questions none do.
+  const close = (a, b, what) => assert.ok(Math.abs(a - b) < 1e-6, `${what}: page ${a}, CLI ${b}`);
+  close(web.val_accuracy, cli.val_accuracy, 'val accuracy');
+  for (const [i, m] of web.mixtures.entries()) {
+    const c = cli.mixtures[i];
+    assert.equal(m.ood_percent, c.ood_percent);
+    assert.equal(m.n_ood, c.n_ood, `${m.ood_percent}% OOD: OOD questions`);
+    close(m.accuracy, c.accuracy, `${m.ood_percent}% OOD accuracy`);
+    for (const est of ['maxprob', 'selector']) {
+      const [a, b] = [m.estimators[est], c.estimators[est]];
+      const what = `${m.ood_percent}% OOD ${est}`;
+      close(a.auc, b.auc, `${what} AUC`);
+      close(a.ece, b.ece, `${what} ECE`);
+      for (const r of ['1', '5', '10', '20']) {
+        close(a.coverage_at_risk[r].coverage, b.coverage_at_risk[r].coverage, `${what} C@${r}%`);
+      }
+      for (const cost of ['1', '10', '100']) close(a.phi[cost].phi, b.phi[cost].phi, `${what} Phi_${cost}`);
+    }
+  }
+  // The table shows every (mixture, estimator) row; the exports exist.
+  assert.equal(await page.locator('#bench-table tbody tr').count(), web.mixtures.length * 2);
+  assert.ok((await page.getAttribute('#export-csv', 'href')).startsWith('blob:'));
+  assert.ok(await page.locator('#plot-rc svg polyline').count() > 0);
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
 test('the backend can be switched in the page', async () => {
   const { page } = await openPage(gpuBrowser, '?backend=cpu');
   await page.selectOption('#backend-choice', 'webgpu');
