@@ -1,7 +1,7 @@
 // The browser benchmark's worker: answers the val, ID-test and OOD-test questions that
 // `relvqa eval --out` answers, then computes the report's metrics with the crate's own code
 // (src/web_bench.rs). The page never blocks.
-// Messages in:  {type: 'run', base, backend, n, val, percents}
+// Messages in:  {type: 'run', base, name, backend, n, val, percents}
 // Messages out: {type: 'progress', stage, done, total}
 //               {type: 'done', result}   {type: 'error', message}
 import init, { BenchSession, benchReport } from './pkg/relvqa.js';
@@ -40,7 +40,7 @@ async function loadEasyVqa(session) {
   session.setEasyVqa(answers, questions, new Uint32Array(ids), images);
 }
 
-async function run({ base, backend, n, val, percents }) {
+async function run({ base, name, backend, n, val, percents }) {
   await init();
   const t0 = performance.now();
   const files = await Promise.all(FILES.map((f) => fetchBytes(`${base}/${f}`)));
@@ -64,7 +64,7 @@ async function run({ base, backend, n, val, percents }) {
   postMessage({
     type: 'done',
     result: {
-      model: base,
+      model: name ?? base,
       backend: session.backend,
       adapter: session.adapter ?? null,
       bytes,

@@ -167,6 +167,7 @@ function run() {
   worker.postMessage({
     type: 'run',
     base: new URL($('model').value, document.baseURI).href.replace(/\/$/, ''),
+    name: $('model').value,
     backend: $('backend').value,
     n: Number($('n').value),
     val: Number($('val').value),
