@@ -269,3 +269,45 @@ fn packages_load_and_unknown_tensors_are_refused() {
     };
     assert!(e.to_string().contains("layers.99.mlp.extra.weight"), "{e}");
 }
+
+/// HQQ at load time (what the page does for a bit width it has no package for) gives exactly
+/// the model `relvqa quantize --method hqq` writes: bit-identical logits.
+#[test]
+fn hqq_at_load_time_equals_the_hqq_package() {
+    use relvqa::model::loader::load_from_tensors;
+    use relvqa::quant::load_time::hqq_tensors;
+    let dir = common::default_model_dir();
+    let config = std::fs::read_to_string(dir.join("config.json")).expect("config");
+    let tokenizer = std::fs::read(dir.join("tokenizer.json")).expect("tokenizer");
+    let weights = std::fs::read(dir.join("model.safetensors")).expect("weights");
+    let cfg = relvqa::model::idefics3::Idefics3Config::from_json(&config).expect("cfg");
+    for bits in [4u32, 2] {
+        let spec = QuantSpec::new(bits, 64).expect("spec");
+        let mut calls = 0;
+        let tensors = hqq_tensors(&cfg, &weights, spec, &HqqOptions::default(), |d, n| {
+            calls += 1;
+            assert!(d <= n);
+        })
+        .expect("quantize in memory");
+        assert_eq!(calls, 4 * 7, "one progress call per language-model linear");
+        let mem = load_from_tensors(CpuBackend::new(), &config, &tokenizer, tensors).expect("load");
+        let q = quantize_default(Method::Hqq, bits);
+        let pkg = tempfile::tempdir().expect("tempdir");
+        write_package(
+            pkg.path(),
+            &q.config,
+            &q.tokenizer,
+            q.tensors,
+            MAX_SHARD_BYTES,
+        )
+        .expect("write");
+        let disk = load_path(CpuBackend::new(), pkg.path()).expect("load package");
+        for i in 0..3 {
+            let s = relvqa::eval::shapes::sample(relvqa::eval::shapes::Split::Test, i);
+            let px = relvqa::model::image::image_to_pixels(&s.image, 64).expect("pixels");
+            let a = pollster::block_on(mem.answer(&px, &s.question.text)).expect("answer");
+            let b = pollster::block_on(disk.answer(&px, &s.question.text)).expect("answer");
+            assert_eq!(a, b, "int{bits} question {i}");
+        }
+    }
+}

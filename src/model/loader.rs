@@ -55,7 +55,18 @@ pub fn load_from_package<B: Backend>(
     tokenizer: &[u8],
     tensors: Vec<crate::package::LoadedTensor>,
 ) -> Result<Vqa<B>> {
-    let cfg = Idefics3Config::from_json(&manifest.config.to_string())?;
+    load_from_tensors(backend, &manifest.config.to_string(), tokenizer, tensors)
+}
+
+/// Build a model from its config JSON, tokenizer bytes and decoded tensors (a package's, or
+/// those [`crate::quant::load_time::hqq_tensors`] quantized in memory); every tensor must be used.
+pub fn load_from_tensors<B: Backend>(
+    backend: B,
+    config_json: &str,
+    tokenizer: &[u8],
+    tensors: Vec<crate::package::LoadedTensor>,
+) -> Result<Vqa<B>> {
+    let cfg = Idefics3Config::from_json(config_json)?;
     let tok = check_tokenizer(&cfg, tokenizer)?;
     let mut params = crate::package::params::PackageParams::new(backend.clone(), tensors);
     let model = Idefics3::load(&mut params, &cfg)?;

@@ -3,6 +3,7 @@
 
 pub mod hqq;
 pub mod kernels;
+pub mod load_time;
 pub mod packed;
 pub mod rtn;
 pub mod spec;

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use half::f16;
-use safetensors::SafeTensors;
 
 use super::hqq::{self, HqqOptions};
 use super::mbq::{self, HostWeights, ScaleChoice};
@@ -16,7 +15,6 @@ use crate::backend::HostTensor;
 use crate::error::{Error, Result};
 use crate::model::idefics3::Idefics3Config;
 use crate::model::loader::{CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
-use crate::model::params::host_tensor_from_view;
 use crate::model::tokenizer::VqaTokenizer;
 use crate::package::PackageTensor;
 
@@ -72,32 +70,7 @@ pub struct Quantized {
     pub report: QuantizeReport,
 }
 
-/// Prefixes of the linears a method quantizes: the decoder's attention and MLP projections,
-/// plus the vision tower's when asked. lm_head, embeddings, the connector and norms stay f16.
-pub fn quantized_linears(cfg: &Idefics3Config, vision: bool) -> Vec<String> {
-    let mut out = Vec::new();
-    for l in 0..cfg.text_config.num_hidden_layers {
-        let p = format!("model.text_model.layers.{l}");
-        for n in ["q_proj", "k_proj", "v_proj", "o_proj"] {
-            out.push(format!("{p}.self_attn.{n}"));
-        }
-        for n in ["gate_proj", "up_proj", "down_proj"] {
-            out.push(format!("{p}.mlp.{n}"));
-        }
-    }
-    if vision {
-        for l in 0..cfg.vision_config.num_hidden_layers {
-            let p = format!("model.vision_model.encoder.layers.{l}");
-            for n in ["q_proj", "k_proj", "v_proj", "out_proj"] {
-                out.push(format!("{p}.self_attn.{n}"));
-            }
-            for n in ["fc1", "fc2"] {
-                out.push(format!("{p}.mlp.{n}"));
-            }
-        }
-    }
-    out
-}
+pub use super::load_time::quantized_linears;
 
 fn read(dir: &Path, name: &str) -> Result<Vec<u8>> {
     let p = dir.join(name);
@@ -108,16 +81,7 @@ fn read(dir: &Path, name: &str) -> Result<Vec<u8>> {
 }
 
 fn host_weights(bytes: &[u8], file: &str) -> Result<HostWeights> {
-    let st = SafeTensors::deserialize(bytes).map_err(|e| Error::WeightsFile {
-        file: file.into(),
-        msg: e.to_string(),
-    })?;
-    let mut out = BTreeMap::new();
-    for (name, view) in st.tensors() {
-        let shape = view.shape().to_vec();
-        out.insert(name.clone(), host_tensor_from_view(&name, &view, &shape)?);
-    }
-    Ok(out)
+    super::load_time::host_weights(bytes, file)
 }
 
 fn dims2(name: &str, t: &HostTensor) -> Result<(usize, usize)> {
