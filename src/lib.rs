@@ -16,5 +16,7 @@ pub mod selector;
 pub mod train;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
+#[cfg(target_arch = "wasm32")]
+pub mod web_stream;
 
 pub use error::{Error, GpuErrorKind, Result};
