@@ -31,10 +31,12 @@ let sample;
 const launched = [];
 
 /** A fresh browser profile, so its Cache API starts empty. */
-async function launch() {
+async function launch({ webgpu = false } = {}) {
   const userDataDir = mkdtempSync(join(tmpdir(), 'relvqa-e2e-stream-'));
   const browser = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: '/usr/bin/chromium', headless: true, args: CHROMIUM_ARGS,
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: webgpu ? [...CHROMIUM_ARGS, '--enable-unsafe-webgpu'] : CHROMIUM_ARGS,
   });
   launched.push({ browser, userDataDir });
   return browser;
@@ -189,6 +191,29 @@ test('a corrupted shard stops the load naming the shard, and its cache entry is 
   await page.reload();
   await waitReady(page);
   assert.deepEqual(await cachedUrls(page), [key]);
+  await page.close();
+});
+
+test('a streamed int4 package answers on WebGPU', async () => {
+  const variant = 'mbq4';
+  const browser = await launch({ webgpu: true });
+  const { page, errors } = await open(browser, `?backend=webgpu&variant=${variant}`);
+  await waitReady(page);
+  assert.equal(await page.getAttribute('#model-status', 'data-backend'), 'webgpu');
+  const cli = JSON.parse(execFileSync(BIN, [
+    'ask', '--json', '--model', join(ROOT, 'models', variant), '--image', join(dataDir, sample.image),
+    '--question', sample.question, '--risk', '0.05',
+  ], { cwd: REPO, encoding: 'utf8' }));
+  await page.setInputFiles('#image-input', join(dataDir, sample.image));
+  await page.fill('#question', sample.question);
+  await page.click('#ask');
+  await page.waitForSelector('#result:not([hidden])', { timeout: LOAD_TIMEOUT_MS });
+  assert.equal(await page.getAttribute('#backend', 'data-backend'), 'webgpu');
+  assert.equal(await page.textContent('#answer'), cli.answer);
+  // The GPU dequantizes exactly; the CPU kernels round activations to int8 (ARCHITECTURE.md).
+  const conf = Number(await page.getAttribute('#result', 'data-confidence'));
+  assert.ok(Math.abs(conf - cli.confidence) < 2e-2, `confidence ${conf} vs ${cli.confidence}`);
+  assert.deepEqual(errors, []);
   await page.close();
 });
 
