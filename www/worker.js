@@ -102,13 +102,14 @@ async function loadShard(loader, i, shard, base, cache, progress) {
     const start = loader.shardReceived(i);
     if (attempt > 0 && start >= shard.bytes) break;
     const r = await fetch(url, start > 0 ? { headers: { Range: `bytes=${start}-` } } : {});
-    if (start > 0 && r.status !== 206) {
-      throw new Error(`${shard.file}: the server ignored the Range request (HTTP ${r.status}); `
-        + 'cannot resume the download');
-    }
     if (!r.ok) throw new Error(`cannot fetch ${url}: HTTP ${r.status}`);
+    // A server without Range support answers 200 with the whole shard: skip what we have.
+    let skip = start > 0 && r.status !== 206 ? start : 0;
     try {
-      await pump(r.body.getReader(), (c) => {
+      await pump(r.body.getReader(), (whole) => {
+        const c = skip > 0 ? whole.subarray(Math.min(skip, whole.length)) : whole;
+        skip -= whole.length - c.length;
+        if (c.length === 0) return;
         loader.push(i, c);
         parts.push(c);
         progress('network', c.length, shard.file);

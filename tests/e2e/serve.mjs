@@ -52,8 +52,8 @@ export function serve(root, port = 0) {
         'Accept-Ranges': 'bytes',
       };
       let body = whole;
-      const range = req.headers.range && parseRange(req.headers.range, whole.length);
-      if (req.headers.range && !range) {
+      const range = !server.ignoreRange && req.headers.range && parseRange(req.headers.range, whole.length);
+      if (!server.ignoreRange && req.headers.range && !range) {
         res.writeHead(416, { 'Content-Range': `bytes */${whole.length}` }).end();
         return;
       }

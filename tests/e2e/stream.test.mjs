@@ -154,6 +154,23 @@ test('a network cut mid-shard resumes with a Range request, fetching no byte twi
   await page.close();
 });
 
+test('without Range support on the server, a cut shard is fetched again and its start skipped', async (t) => {
+  const variant = 'hqq3';
+  const shard = manifest(variant).shards[0];
+  const path = `/models/${variant}/${shard.file}`;
+  const before = server.served.get(path) || 0;
+  const cutAt = Math.floor(shard.bytes / 3);
+  server.cutOnce.set(path, cutAt);
+  server.ignoreRange = true;
+  t.after(() => { server.ignoreRange = false; });
+  const browser = await launch();
+  const { page, errors } = await open(browser, `?backend=cpu&variant=${variant}`);
+  await waitReady(page);
+  assert.equal((server.served.get(path) || 0) - before, cutAt + shard.bytes);
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
 test('a corrupted shard stops the load naming the shard, and its cache entry is dropped', async () => {
   const variant = 'hqq4';
   const shard = manifest(variant).shards[0];
