@@ -2,7 +2,8 @@
 #   make demo  - build the web page on the shipped model and serve it (prints the URL)
 #   make demo-cli - build, then answer the first test questions in the terminal
 #   make test  - install what the tests need, then run every test and check
-#   make web   - build the web page into dist/web (wasm + page + model); make serve serves it
+#   make web   - build the web page into dist/web (wasm + page + f16 model + quantized packages);
+#                make serve serves it
 #   make e2e   - browser tests of the page (headless Chromium, npm playwright-core): CPU, WebGPU
 #                (SwiftShader) and the fallbacks between them; `make test` runs them too
 SHELL := /bin/bash
@@ -61,6 +62,9 @@ TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 WASM_BINDGEN ?= wasm-bindgen
 WEB_DIR ?= dist/web
 PORT ?= 8080
+# The quantized packages the page offers beside f16 (built once, cached under
+# $(TARGET_DIR)/variants with `relvqa eval --variants`, Selector included).
+WEB_VARIANTS ?= hqq8,hqq4,hqq3,hqq2,mbq8,mbq4,mbq3,mbq2
 
 # What `make web` and `make e2e` need beyond `make setup`: wasm-bindgen-cli 0.2.130 (without
 # --locked: a locked install hits a yanked dependency), Debian's chromium (a browser download
@@ -89,6 +93,8 @@ web: easy-vqa
 	cp -r $(EASY_VQA_DIR)/easy_vqa/data/answers.txt $(EASY_VQA_DIR)/easy_vqa/data/test $(WEB_DIR)/easy-vqa/
 	cp -r pkg $(WEB_DIR)/pkg
 	cp -r $(MODEL) $(WEB_DIR)/models/default
+	$(CARGO) run --release --quiet -- web-models --model $(MODEL) --variants $(WEB_VARIANTS) \
+	  --work $(TARGET_DIR)/variants --out $(WEB_DIR)/models
 
 serve:
 	$(CARGO) run --release -- serve --root $(WEB_DIR) --port $(PORT)

@@ -18,5 +18,7 @@ pub mod train;
 pub mod web;
 #[cfg(target_arch = "wasm32")]
 pub mod web_bench;
+#[cfg(target_arch = "wasm32")]
+pub mod web_stream;
 
 pub use error::{Error, GpuErrorKind, Result};

@@ -18,12 +18,17 @@ use wasm_bindgen::prelude::*;
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::wgpu::WgpuBackend;
+use crate::backend::Backend;
 use crate::backend::HostTensor;
 use crate::error::{Error, GpuErrorKind, Result};
 use crate::model::generate::{Generation, Vqa};
 use crate::model::image::{decode_image, image_to_pixels};
-use crate::model::loader::load_from_bytes;
+use crate::model::loader::{load_from_bytes, load_from_package};
+use crate::package::{LoadedTensor, Manifest};
 use crate::selector::decision::{decide, Confidence, Decision};
+use crate::selector::store::SELECTOR_FILE;
+use crate::selector::threshold::CALIBRATION_FILE;
+use crate::web_stream::PackageLoader;
 
 #[wasm_bindgen]
 extern "C" {
@@ -37,7 +42,7 @@ pub fn start() {
     console_error_panic_hook::set_once();
 }
 
-fn js_err(e: Error) -> JsError {
+pub(crate) fn js_err(e: Error) -> JsError {
     JsError::new(&e.to_string())
 }
 
@@ -94,22 +99,52 @@ impl Choice {
     }
 }
 
-/// The model files' bytes, kept while the model runs on WebGPU so that a lost device can be
-/// replaced by the CPU backend without fetching them again.
-struct ModelFiles {
-    config: Vec<u8>,
-    tokenizer: Vec<u8>,
-    weights: Vec<u8>,
+/// What the model is built from, kept while the model runs on WebGPU so that a lost device can
+/// be replaced by the CPU backend without fetching anything again: a model directory's file
+/// bytes, or a package's decoded tensors (the shard bytes are gone by then).
+enum ModelFiles {
+    Dir {
+        config: Vec<u8>,
+        tokenizer: Vec<u8>,
+        weights: Vec<u8>,
+    },
+    Package {
+        manifest: Box<Manifest>,
+        tokenizer: Vec<u8>,
+        tensors: Vec<LoadedTensor>,
+    },
 }
 
 impl ModelFiles {
+    fn load<B: Backend>(&self, b: B) -> Result<Vqa<B>> {
+        match self {
+            ModelFiles::Dir {
+                config,
+                tokenizer,
+                weights,
+            } => load_from_bytes(b, config, tokenizer, weights),
+            ModelFiles::Package {
+                manifest,
+                tokenizer,
+                tensors,
+            } => load_from_package(b, manifest, tokenizer, tensors.clone()),
+        }
+    }
+
+    /// Build on the CPU, giving up the files (no copy of a package's tensors).
+    fn into_cpu(self) -> Result<Vqa<CpuBackend>> {
+        match self {
+            ModelFiles::Package {
+                manifest,
+                tokenizer,
+                tensors,
+            } => load_from_package(CpuBackend::new(), &manifest, &tokenizer, tensors),
+            dir => dir.load(CpuBackend::new()),
+        }
+    }
+
     fn load_cpu(&self) -> Result<Vqa<CpuBackend>> {
-        load_from_bytes(
-            CpuBackend::new(),
-            &self.config,
-            &self.tokenizer,
-            &self.weights,
-        )
+        self.load(CpuBackend::new())
     }
 }
 
@@ -166,7 +201,7 @@ impl Engine {
 
     async fn open(choice: Choice, files: ModelFiles) -> Result<(Engine, Option<String>)> {
         if choice == Choice::Cpu {
-            return Ok((Engine::Cpu(files.load_cpu()?), None));
+            return Ok((Engine::Cpu(files.into_cpu()?), None));
         }
         match Self::load_gpu(&files).await {
             Ok((vqa, adapter)) => Ok((
@@ -178,7 +213,7 @@ impl Engine {
                 None,
             )),
             // Any GPU failure while loading (no adapter, a limit, a lost device) means the CPU.
-            Err(e @ Error::Gpu { .. }) => Ok((Engine::Cpu(files.load_cpu()?), Some(e.to_string()))),
+            Err(e @ Error::Gpu { .. }) => Ok((Engine::Cpu(files.into_cpu()?), Some(e.to_string()))),
             Err(e) => Err(e),
         }
     }
@@ -186,7 +221,7 @@ impl Engine {
     async fn load_gpu(files: &ModelFiles) -> Result<(Vqa<WgpuBackend>, String)> {
         let b = WgpuBackend::new().await?;
         let adapter = b.context().info().adapter.clone();
-        let vqa = load_from_bytes(b, &files.config, &files.tokenizer, &files.weights)?;
+        let vqa = files.load(b)?;
         Ok((vqa, adapter))
     }
 }
@@ -295,13 +330,50 @@ impl RelVqa {
         calibration: Option<Vec<u8>>,
         backend: Option<String>,
     ) -> std::result::Result<RelVqa, JsError> {
-        let t = performance_now();
-        let choice = Choice::parse(backend.as_deref()).map_err(js_err)?;
-        let files = ModelFiles {
+        let files = ModelFiles::Dir {
             config,
             tokenizer,
             weights,
         };
+        Self::open(files, selector, calibration, backend).await
+    }
+
+    /// From a package received through `loader` (every shard pushed and finished), the
+    /// bytes of its tokenizer and, when the manifest lists them, of `selector.safetensors`
+    /// and `calibration.json`; each file is checked against the manifest's sha256.
+    #[wasm_bindgen(js_name = loadPackage)]
+    pub async fn load_package(
+        loader: PackageLoader,
+        tokenizer: Vec<u8>,
+        selector: Option<Vec<u8>>,
+        calibration: Option<Vec<u8>>,
+        backend: Option<String>,
+    ) -> std::result::Result<RelVqa, JsError> {
+        let (manifest, tensors) = loader.into_parts().map_err(js_err)?;
+        manifest
+            .verify_file(&manifest.tokenizer.file, &tokenizer)
+            .map_err(js_err)?;
+        for (name, bytes) in [(SELECTOR_FILE, &selector), (CALIBRATION_FILE, &calibration)] {
+            if let Some(b) = bytes {
+                manifest.verify_file(name, b).map_err(js_err)?;
+            }
+        }
+        let files = ModelFiles::Package {
+            manifest: Box::new(manifest),
+            tokenizer,
+            tensors,
+        };
+        Self::open(files, selector, calibration, backend).await
+    }
+
+    async fn open(
+        files: ModelFiles,
+        selector: Option<Vec<u8>>,
+        calibration: Option<Vec<u8>>,
+        backend: Option<String>,
+    ) -> std::result::Result<RelVqa, JsError> {
+        let t = performance_now();
+        let choice = Choice::parse(backend.as_deref()).map_err(js_err)?;
         let (engine, fallback) = Engine::open(choice, files).await.map_err(js_err)?;
         let conf = Confidence::from_bytes(
             selector.as_deref(),

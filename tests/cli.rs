@@ -127,3 +127,49 @@ fn calibrate_writes_thresholds_that_ask_uses() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no threshold calibrated for 7% risk"));
 }
+
+/// `relvqa web-models`: each package with the files a browser fetches (Selector and
+/// calibration listed in its manifest) and `index.json` with bytes, f16 first.
+#[test]
+fn web_models_writes_packages_and_an_index_with_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("models");
+    run_ok(
+        relvqa()
+            .args([
+                "web-models",
+                "--variants",
+                "hqq4",
+                "--dev",
+                "40",
+                "--val",
+                "40",
+            ])
+            .arg("--model")
+            .arg(common::default_model_dir())
+            .arg("--work")
+            .arg(tmp.path().join("work"))
+            .arg("--out")
+            .arg(&out),
+    );
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("index.json")).unwrap()).unwrap();
+    let vs = index["variants"].as_array().unwrap();
+    let names: Vec<&str> = vs.iter().map(|v| v["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["f16", "hqq4"]);
+    assert_eq!(vs[0]["kind"], "dir");
+    assert_eq!(vs[1]["kind"], "package");
+    let m = relvqa::package::Manifest::from_json(
+        &std::fs::read(out.join("hqq4").join("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(vs[1]["bytes"].as_u64().unwrap(), m.total_bytes());
+    assert!(vs[1]["bytes"].as_u64() < vs[0]["bytes"].as_u64());
+    for f in ["selector.safetensors", "calibration.json"] {
+        assert!(m.file(f).is_some(), "{f} listed in the manifest");
+        assert!(out.join("hqq4").join(f).is_file(), "{f} copied");
+    }
+    let (img, s) = write_sample_png(tmp.path(), 0);
+    let v = common::ask_json(Some(&out.join("hqq4")), &img, &s.question.text, &[]);
+    assert_eq!(v["confidence_source"], "selector");
+}

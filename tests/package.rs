@@ -534,3 +534,39 @@ fn writer_refuses_what_a_reader_would_refuse() {
     // Refused before anything was written.
     assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+/// The browser's resume path: a download cut anywhere continues from `shard_received` with the
+/// rest of the same shard, and gives the same tensors as one uninterrupted read.
+#[test]
+fn a_cut_download_resumes_from_shard_received() {
+    let (dir, m) = write_sample(MAX_SHARD_BYTES);
+    let bytes = fs::read(dir.path().join("model-00001.bin")).unwrap();
+    for cut in [1, 7, bytes.len() / 2, bytes.len() - 1] {
+        let mut r = StreamReader::new(&m).unwrap();
+        let mut got = r.push(0, &bytes[..cut]).unwrap();
+        let from = r.shard_received(0).unwrap() as usize;
+        assert_eq!(from, cut);
+        got.extend(r.push(0, &bytes[from..]).unwrap());
+        r.finish_shard(0).unwrap();
+        r.finish().unwrap();
+        assert_eq!(got.len(), m.tensors.len());
+    }
+    assert_eq!(StreamReader::new(&m).unwrap().shard_received(9), None);
+}
+
+/// The small files the browser fetches beside the shards are checked against the manifest.
+#[test]
+fn verify_file_checks_the_tokenizer_and_refuses_unlisted_files() {
+    let (_dir, m) = write_sample(MAX_SHARD_BYTES);
+    m.verify_file(&m.tokenizer.file, TOKENIZER).unwrap();
+    let mut bad = TOKENIZER.to_vec();
+    bad[0] ^= 1;
+    assert_mentions(
+        &err_text(m.verify_file(&m.tokenizer.file, &bad)),
+        &["tokenizer.json", "sha256", "corrupt"],
+    );
+    assert_mentions(
+        &err_text(m.verify_file("selector.safetensors", b"x")),
+        &["selector.safetensors", "not listed"],
+    );
+}

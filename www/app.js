@@ -1,14 +1,18 @@
 // The page: reads the image and question, sends them to the worker, shows the decision.
 // Everything the model says is inserted with textContent, never as HTML.
 
-const MODEL_BASE = new URL('models/default', document.baseURI).href.replace(/\/$/, '');
-// `?backend=auto|webgpu|cpu` preselects the backend; `?debug` exposes `window.relvqaDebug`.
+const MODELS = new URL('models/', document.baseURI).href;
+// Used when models/index.json is missing: the f16 model directory alone.
+const F16 = { name: 'f16', path: 'default', kind: 'dir', bytes: null };
+// `?backend=auto|webgpu|cpu` and `?variant=f16|hqq4|...` preselect; `?debug` exposes
+// `window.relvqaDebug`.
 const PARAMS = new URLSearchParams(document.location.search);
 
 const $ = (id) => document.getElementById(id);
 const worker = new Worker(new URL('worker.js', import.meta.url), { type: 'module' });
 
 let imageBytes = null;
+let variants = [F16];
 let ready = false;
 let nextId = 1;
 let pending = null;
@@ -26,13 +30,17 @@ function clearError() {
   $('error').textContent = '';
 }
 
+// Ask stays clickable without an image or a question, so a click says what is missing.
 function updateAskButton() {
-  $('ask').disabled = !(ready && imageBytes && $('question').value.trim() && pending === null);
+  $('ask').disabled = !(ready && pending === null);
 }
+
+const formatBytes = (n) => (n === null || n === undefined ? ''
+  : n >= 1e6 ? `${(n / 1e6).toFixed(2)} MB` : `${(n / 1e3).toFixed(0)} kB`);
 
 const fmt = (x) => (x === null || x === undefined ? '—' : x.toFixed(3));
 
-const TIMING_ORDER = ['fetch', 'load', 'preprocess', 'generate', 'decide'];
+const TIMING_ORDER = ['compile', 'fetch', 'load', 'preprocess', 'generate', 'decide'];
 
 function formatTimings(t) {
   const keys = Object.keys(t || {}).sort((a, b) =>
@@ -82,15 +90,19 @@ function render(r) {
 worker.onmessage = (e) => {
   const m = e.data;
   if (m.type === 'progress') {
-    $('load-progress').max = m.total;
-    $('load-progress').value = m.done;
-    $('status-text').textContent = `Loading the model… (${m.done}/${m.total} files)`;
+    showProgress(m);
   } else if (m.type === 'ready') {
     ready = true;
     $('model-status').classList.add('ready');
     $('model-status').dataset.ready = 'true';
     $('status-text').textContent = `Model ready on ${backendLabel(m.backend, m.adapter)} `
       + `(fetch ${m.timings_ms.fetch.toFixed(0)} ms, load ${m.timings_ms.load.toFixed(0)} ms).`;
+    $('load-stage').dataset.stage = 'ready';
+    $('load-stage').dataset.network = String(m.stats.network);
+    $('load-stage').dataset.cache = String(m.stats.cache);
+    $('load-stage').textContent = m.stats.network + m.stats.cache > 0
+      ? `${formatBytes(m.stats.network)} from the network, ${formatBytes(m.stats.cache)} from the browser cache`
+      : '';
     showBackend(m.backend, m.adapter, m.fallback);
     updateAskButton();
   } else if (m.type === 'answer') {
@@ -106,7 +118,10 @@ worker.onmessage = (e) => {
       debugCalls.delete(m.id);
       return;
     }
-    if (m.id === undefined) $('status-text').textContent = 'The model failed to load.';
+    if (m.id === undefined) {
+      $('status-text').textContent = 'The model failed to load.';
+      $('load-stage').dataset.stage = 'failed';
+    }
     if (pending === m.id) pending = null;
     showError(m.message);
     updateAskButton();
@@ -120,7 +135,10 @@ async function setImage(file) {
   // The decoder checks the file signature; the MIME type (empty on some systems) only
   // catches obvious mistakes early.
   if (file.type && !/^image\/(png|jpeg)$/.test(file.type)) {
-    showError(`${file.name} is not a PNG or JPEG image`);
+    imageBytes = null;
+    $('preview').hidden = true;
+    $('drop-hint').textContent = 'Drop a PNG or JPEG here, or click to choose one';
+    showError(`${file.name} is not a PNG or JPEG image (it is ${file.type}); choose a PNG or JPEG`);
     return;
   }
   imageBytes = await file.arrayBuffer();
@@ -148,6 +166,15 @@ $('ask-form').addEventListener('submit', (e) => {
   e.preventDefault();
   if ($('ask').disabled) return;
   clearError();
+  if (!imageBytes) {
+    showError('Choose an image first (PNG or JPEG).');
+    return;
+  }
+  if (!$('question').value.trim()) {
+    showError('Type a question about the image first.');
+    $('question').focus();
+    return;
+  }
   pending = nextId++;
   $('ask').disabled = true;
   worker.postMessage({
@@ -160,19 +187,85 @@ $('ask-form').addEventListener('submit', (e) => {
   });
 });
 
+const STAGES = {
+  compile: 'Compiling WebAssembly',
+  download: 'Downloading',
+  verify: 'Verifying checksums',
+  resume: 'Connection lost, resuming',
+  upload: 'Uploading weights to the backend',
+};
+let loadStart = 0;
+
+/** The progress bar: stage, bytes, speed. */
+function showProgress(m) {
+  const bar = $('load-progress');
+  if (m.total > 0) {
+    bar.max = m.total;
+    bar.value = m.loaded;
+  } else {
+    bar.removeAttribute('value');
+  }
+  const stage = $('load-stage');
+  stage.dataset.stage = m.stage;
+  let text = STAGES[m.stage] || m.stage;
+  if (m.stage === 'download' && m.total > 0 && m.source) {
+    const secs = Math.max(1e-3, (performance.now() - loadStart) / 1000);
+    text += ` ${formatBytes(m.loaded)} of ${formatBytes(m.total)} from the `
+      + `${m.source === 'cache' ? 'browser cache' : 'network'} (${formatBytes(m.loaded / secs)}/s)`;
+  } else if (m.stage === 'download' && m.total > 0) {
+    text += ` (${m.loaded}/${m.total} files)`;
+  } else if (m.stage === 'resume') {
+    text += ` ${m.file} from byte ${m.loaded}`;
+  }
+  stage.textContent = text;
+  $('status-text').textContent = `Loading the model (${currentVariant().name})…`;
+}
+
+function currentVariant() {
+  return variants.find((v) => v.name === $('variant-choice').value) || variants[0];
+}
+
 function loadModel() {
   ready = false;
+  loadStart = performance.now();
   $('model-status').classList.remove('ready');
   $('model-status').dataset.ready = 'false';
   $('status-text').textContent = 'Loading the model…';
   $('load-progress').value = 0;
   updateAskButton();
-  worker.postMessage({ type: 'load', base: MODEL_BASE, backend: $('backend-choice').value });
+  const v = currentVariant();
+  worker.postMessage({
+    type: 'load',
+    base: new URL(v.path, MODELS).href,
+    kind: v.kind,
+    backend: $('backend-choice').value,
+  });
+}
+
+/** The variants `make web` wrote into models/index.json, each with its bytes. */
+async function listVariants() {
+  try {
+    const r = await fetch(new URL('index.json', MODELS));
+    if (r.ok) variants = (await r.json()).variants;
+  } catch {
+    // No index: only the f16 model directory.
+  }
+  const sel = $('variant-choice');
+  sel.replaceChildren(...variants.map((v) => {
+    const o = document.createElement('option');
+    o.value = v.name;
+    o.textContent = v.bytes ? `${v.name} (${formatBytes(v.bytes)})` : v.name;
+    o.dataset.bytes = String(v.bytes ?? '');
+    return o;
+  }));
+  const want = PARAMS.get('variant');
+  if (variants.some((v) => v.name === want)) sel.value = want;
 }
 
 const chosen = PARAMS.get('backend');
 if ([...$('backend-choice').options].some((o) => o.value === chosen)) $('backend-choice').value = chosen;
 $('backend-choice').addEventListener('change', loadModel);
+$('variant-choice').addEventListener('change', loadModel);
 
 if (PARAMS.has('debug')) {
   // For the browser tests: destroy the WebGPU device, as a driver reset would. Resolves to
@@ -189,4 +282,4 @@ if (PARAMS.has('debug')) {
   };
 }
 
-loadModel();
+listVariants().then(loadModel);

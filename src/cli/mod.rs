@@ -16,6 +16,7 @@ mod selector;
 mod serve;
 mod train;
 mod variants;
+mod web_models;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,6 +62,8 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Serve the built web page (`make web` → dist/web) over HTTP, with Range requests.
     Serve(serve::ServeArgs),
+    /// Write the packages the web page offers (and models/index.json) into its models folder.
+    WebModels(web_models::WebModelsArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -76,6 +79,7 @@ pub fn main() -> ExitCode {
         Cmd::Bench(a) => bench::run(a),
         Cmd::Selector(a) => selector::run(a),
         Cmd::Serve(a) => serve::run(a),
+        Cmd::WebModels(a) => web_models::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -297,6 +297,28 @@ impl Manifest {
         Ok(())
     }
 
+    /// Check the bytes of the tokenizer or of a listed extra file against this manifest's
+    /// sha256 (the browser fetches them separately from the shards).
+    pub fn verify_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        use sha2::{Digest, Sha256};
+        let entry = if name == self.tokenizer.file {
+            &self.tokenizer
+        } else {
+            self.file(name).ok_or_else(|| {
+                package_err(format!("file `{name}` is not listed in {MANIFEST_FILE}"))
+            })?
+        };
+        let got = hex::encode(Sha256::digest(bytes));
+        if got != entry.sha256 {
+            return Err(package_err(format!(
+                "file `{name}`: sha256 is {got}, the manifest says {}; the file is corrupt or \
+                 from another export — re-download the package",
+                entry.sha256
+            )));
+        }
+        Ok(())
+    }
+
     /// The checksum entry of an extra file, if the manifest lists it.
     pub fn file(&self, name: &str) -> Option<&FileEntry> {
         self.files.iter().find(|f| f.file == name)

@@ -287,6 +287,12 @@ impl StreamReader {
         }
     }
 
+    /// Bytes of shard `shard` received so far: where a resumed download (an HTTP `Range`
+    /// request) must start. `None` for an index out of range.
+    pub fn shard_received(&self, shard: usize) -> Option<u64> {
+        self.shards.get(shard).map(|s| s.pos)
+    }
+
     pub fn progress(&self) -> Progress {
         self.progress
     }
