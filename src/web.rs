@@ -23,7 +23,7 @@ use crate::backend::HostTensor;
 use crate::error::{Error, GpuErrorKind, Result};
 use crate::model::generate::{Generation, Vqa};
 use crate::model::image::{decode_image, image_to_pixels};
-use crate::model::loader::{load_from_bytes, load_from_package};
+use crate::model::loader::{load_from_bytes, load_from_package, load_from_tensors};
 use crate::package::{LoadedTensor, Manifest};
 use crate::selector::decision::{decide, Confidence, Decision};
 use crate::selector::store::SELECTOR_FILE;
@@ -113,6 +113,12 @@ enum ModelFiles {
         tokenizer: Vec<u8>,
         tensors: Vec<LoadedTensor>,
     },
+    /// An f16 checkpoint quantized in this tab ([`crate::quant::load_time::hqq_tensors`]).
+    Quantized {
+        config: String,
+        tokenizer: Vec<u8>,
+        tensors: Vec<LoadedTensor>,
+    },
 }
 
 impl ModelFiles {
@@ -128,6 +134,11 @@ impl ModelFiles {
                 tokenizer,
                 tensors,
             } => load_from_package(b, manifest, tokenizer, tensors.clone()),
+            ModelFiles::Quantized {
+                config,
+                tokenizer,
+                tensors,
+            } => load_from_tensors(b, config, tokenizer, tensors.clone()),
         }
     }
 
@@ -139,6 +150,11 @@ impl ModelFiles {
                 tokenizer,
                 tensors,
             } => load_from_package(CpuBackend::new(), &manifest, &tokenizer, tensors),
+            ModelFiles::Quantized {
+                config,
+                tokenizer,
+                tensors,
+            } => load_from_tensors(CpuBackend::new(), &config, &tokenizer, tensors),
             dir => dir.load(CpuBackend::new()),
         }
     }
@@ -360,6 +376,49 @@ impl RelVqa {
         }
         let files = ModelFiles::Package {
             manifest: Box::new(manifest),
+            tokenizer,
+            tensors,
+        };
+        Self::open(files, selector, calibration, backend).await
+    }
+
+    /// An f16 model directory's files quantized here with HQQ to `bits` (8, 4, 3 or 2; group
+    /// 64) before the model is built: a bit width with no package, at the cost of a few seconds
+    /// in the tab. `progress(done, total)` is called after each quantized layer. Confidence
+    /// comes from the f16 model's Selector and thresholds (the report's robustness mode),
+    /// since no Selector was trained on this model.
+    #[wasm_bindgen(js_name = loadQuantized)]
+    #[allow(clippy::too_many_arguments)]
+    pub async fn load_quantized(
+        config: Vec<u8>,
+        tokenizer: Vec<u8>,
+        weights: Vec<u8>,
+        selector: Option<Vec<u8>>,
+        calibration: Option<Vec<u8>>,
+        bits: u32,
+        backend: Option<String>,
+        progress: Option<js_sys::Function>,
+    ) -> std::result::Result<RelVqa, JsError> {
+        let config = String::from_utf8(config)
+            .map_err(|_| js_err(Error::Config("config.json is not UTF-8".into())))?;
+        let cfg = crate::model::idefics3::Idefics3Config::from_json(&config).map_err(js_err)?;
+        let spec = crate::quant::QuantSpec::new(bits, 64).map_err(js_err)?;
+        let tensors = crate::quant::load_time::hqq_tensors(
+            &cfg,
+            &weights,
+            spec,
+            &crate::quant::hqq::HqqOptions::default(),
+            |done, total| {
+                if let Some(f) = &progress {
+                    // A failing progress callback must not fail the load.
+                    let _ = f.call2(&JsValue::NULL, &(done as u32).into(), &(total as u32).into());
+                }
+            },
+        )
+        .map_err(js_err)?;
+        drop(weights);
+        let files = ModelFiles::Quantized {
+            config,
             tokenizer,
             tensors,
         };

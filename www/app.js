@@ -97,6 +97,10 @@ worker.onmessage = (e) => {
     $('model-status').dataset.ready = 'true';
     $('status-text').textContent = `Model ready on ${backendLabel(m.backend, m.adapter)} `
       + `(fetch ${m.timings_ms.fetch.toFixed(0)} ms, load ${m.timings_ms.load.toFixed(0)} ms).`;
+    if (currentVariant().kind === 'browser-hqq') {
+      $('status-text').textContent += ` Weights quantized in this tab with HQQ int${currentVariant().bits}; `
+        + 'confidence and thresholds from the f16 model\'s Selector.';
+    }
     $('load-stage').dataset.stage = 'ready';
     $('load-stage').dataset.network = String(m.stats.network);
     $('load-stage').dataset.cache = String(m.stats.cache);
@@ -193,6 +197,7 @@ const STAGES = {
   verify: 'Verifying checksums',
   resume: 'Connection lost, resuming',
   upload: 'Uploading weights to the backend',
+  quantize: 'Quantizing with HQQ in this tab',
 };
 let loadStart = 0;
 
@@ -214,6 +219,8 @@ function showProgress(m) {
       + `${m.source === 'cache' ? 'browser cache' : 'network'} (${formatBytes(m.loaded / secs)}/s)`;
   } else if (m.stage === 'download' && m.total > 0) {
     text += ` (${m.loaded}/${m.total} files)`;
+  } else if (m.stage === 'quantize' && m.total > 0) {
+    text += ` (${m.loaded}/${m.total} layers)`;
   } else if (m.stage === 'resume') {
     text += ` ${m.file} from byte ${m.loaded}`;
   }
@@ -238,6 +245,7 @@ function loadModel() {
     type: 'load',
     base: new URL(v.path, MODELS).href,
     kind: v.kind,
+    bits: v.bits,
     backend: $('backend-choice').value,
   });
 }
@@ -250,11 +258,22 @@ async function listVariants() {
   } catch {
     // No index: only the f16 model directory.
   }
+  // Any bit width without a package: the f16 files, quantized in this tab with HQQ
+  // (data-free), confidence from the f16 Selector (src/quant/load_time.rs).
+  const f16 = variants.find((v) => v.kind === 'dir') || F16;
+  for (const bits of [8, 4, 3, 2]) {
+    variants.push({
+      name: `hqq${bits}-tab`, path: f16.path, kind: 'browser-hqq', bits, bytes: f16.bytes,
+      label: `hqq${bits}, quantized in this tab from f16`,
+    });
+  }
   const sel = $('variant-choice');
   sel.replaceChildren(...variants.map((v) => {
     const o = document.createElement('option');
     o.value = v.name;
-    o.textContent = v.bytes ? `${v.name} (${formatBytes(v.bytes)})` : v.name;
+    if (!v.bytes) o.textContent = v.label || v.name;
+    else if (v.label) o.textContent = `${v.label} (${formatBytes(v.bytes)} download)`;
+    else o.textContent = `${v.name} (${formatBytes(v.bytes)})`;
     o.dataset.bytes = String(v.bytes ?? '');
     return o;
   }));

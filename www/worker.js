@@ -1,6 +1,7 @@
 // The Web Worker that owns the model: the page never blocks on inference.
-// Messages in:  {type: 'load', base, kind, backend}  kind 'dir' (config.json + model.safetensors)
-//                                                     or 'package' (manifest.json + shards)
+// Messages in:  {type: 'load', base, kind, backend, bits}  kind 'dir' (config.json +
+//                 model.safetensors), 'package' (manifest.json + shards) or 'browser-hqq'
+//                 (the f16 directory, quantized here with HQQ to `bits`)
 //               {type: 'ask', id, image, question, risk}
 //               {type: 'lose-device', id}        (test hook: destroys the WebGPU device)
 //               {type: 'self-test', id}          (every WGSL kernel against the CPU, here)
@@ -8,7 +9,8 @@
 //                 stage: 'compile' (WebAssembly), 'download' (bytes, from 'network' or
 //                 'cache'; tensors are verified as their bytes arrive), 'verify' (whole-shard
 //                 sha256, tokenizer and Selector files), 'upload' (building the model on the
-//                 backend), 'resume' (a cut download continues with a Range request)
+//                 backend), 'resume' (a cut download continues with a Range request),
+//                 'quantize' (HQQ in this tab: loaded/total layers)
 //               {type: 'ready', backend, adapter, fallback, timings_ms, stats}
 //                 stats: {network, cache}: shard bytes from each source
 //               {type: 'answer', id, result}    {type: 'device-destroyed', id, destroyed}
@@ -36,7 +38,7 @@ async function fetchBytes(url, required) {
   return new Uint8Array(await r.arrayBuffer());
 }
 
-async function loadDir({ base, backend }) {
+async function fetchDir(base) {
   const names = [...REQUIRED, ...OPTIONAL];
   const files = {};
   let done = 0;
@@ -45,10 +47,26 @@ async function loadDir({ base, backend }) {
     done += 1;
     postMessage({ type: 'progress', stage: 'download', loaded: done, total: names.length, file: name });
   }));
+  return files;
+}
+
+async function loadDir({ base, backend }) {
+  const files = await fetchDir(base);
   postMessage({ type: 'progress', stage: 'upload', loaded: 0, total: 0 });
   return RelVqa.load(
     files['config.json'], files['tokenizer.json'], files['model.safetensors'],
     files['selector.safetensors'], files['calibration.json'], backend || 'auto',
+  );
+}
+
+/** The f16 directory quantized in this tab with HQQ (src/quant/load_time.rs). */
+async function loadQuantized({ base, backend, bits }) {
+  const files = await fetchDir(base);
+  postMessage({ type: 'progress', stage: 'quantize', loaded: 0, total: 0 });
+  return RelVqa.loadQuantized(
+    files['config.json'], files['tokenizer.json'], files['model.safetensors'],
+    files['selector.safetensors'], files['calibration.json'], bits, backend || 'auto',
+    (loaded, total) => postMessage({ type: 'progress', stage: 'quantize', loaded, total }),
   );
 }
 
@@ -181,7 +199,9 @@ async function load(msg) {
   model?.free();
   model = null;
   const stats = { network: 0, cache: 0 };
-  model = msg.kind === 'package' ? await loadPackage(msg, stats) : await loadDir(msg);
+  if (msg.kind === 'package') model = await loadPackage(msg, stats);
+  else if (msg.kind === 'browser-hqq') model = await loadQuantized(msg);
+  else model = await loadDir(msg);
   loadTimings = { compile: t1 - t0, fetch: performance.now() - t1 - model.loadMs, load: model.loadMs };
   postMessage({
     type: 'ready',

@@ -255,3 +255,27 @@ test('a non-image upload and an empty question get clear messages', async () => 
   assert.deepEqual(errors, []);
   await page.close();
 });
+
+test('a bit width quantized in the tab with HQQ answers like the HQQ package (same weights, f16 Selector)', async () => {
+  const browser = await launch();
+  const { page, errors } = await open(browser, '?backend=cpu&variant=hqq4-tab');
+  await waitReady(page);
+  assert.match(await page.textContent('#status-text'), /quantized in this tab with HQQ int4/);
+  assert.equal(await page.inputValue('#variant-choice'), 'hqq4-tab');
+  const label = await page.$eval('#variant-choice option:checked', (o) => o.textContent);
+  assert.match(label, /^hqq4, quantized in this tab from f16 \(.*B download\)$/);
+  await page.setInputFiles('#image-input', join(dataDir, sample.image));
+  await page.fill('#question', sample.question);
+  await page.click('#ask');
+  await page.waitForSelector('#result:not([hidden])');
+  // In-memory HQQ is bit-identical to `relvqa quantize --method hqq` (tests/quant.rs), so the
+  // answer and MaxProb are the package's; the confidence comes from the f16 Selector.
+  const pkg = JSON.parse(execFileSync(BIN, [
+    'ask', '--json', '--model', join(ROOT, 'models', 'hqq4'), '--image', join(dataDir, sample.image),
+    '--question', sample.question, '--risk', '0.05',
+  ], { cwd: REPO, encoding: 'utf8' }));
+  assert.equal(await page.textContent('#answer'), pkg.answer);
+  assert.equal(await page.textContent('#maxprob'), pkg.maxprob.toFixed(3));
+  assert.deepEqual(errors, []);
+  await page.close();
+});
