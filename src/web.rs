@@ -411,7 +411,11 @@ impl RelVqa {
             |done, total| {
                 if let Some(f) = &progress {
                     // A failing progress callback must not fail the load.
-                    let _ = f.call2(&JsValue::NULL, &(done as u32).into(), &(total as u32).into());
+                    let _ = f.call2(
+                        &JsValue::NULL,
+                        &(done as u32).into(),
+                        &(total as u32).into(),
+                    );
                 }
             },
         )
