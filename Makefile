@@ -10,7 +10,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 MODEL ?= models/default
 
-.PHONY: demo demo-cli wasm-bindgen-cli test setup test-native test-wasm lint easy-vqa lavapipe web serve e2e e2e-run setup-web
+.PHONY: screenshot demo demo-cli wasm-bindgen-cli test setup test-native test-wasm lint easy-vqa lavapipe web serve e2e e2e-run setup-web
 
 # The page (wasm + worker + the shipped model) on http://127.0.0.1:$(PORT)/ via `relvqa serve`
 # (application/wasm, Range requests). Ctrl-C stops it.
@@ -93,6 +93,8 @@ web: easy-vqa
 	cp -r $(EASY_VQA_DIR)/easy_vqa/data/answers.txt $(EASY_VQA_DIR)/easy_vqa/data/test $(WEB_DIR)/easy-vqa/
 	cp -r pkg $(WEB_DIR)/pkg
 	cp -r $(MODEL) $(WEB_DIR)/models/default
+	$(CARGO) run --release --quiet -- dataset --split test --limit 6 --out $(WEB_DIR)/samples/test
+	$(CARGO) run --release --quiet -- dataset --ood all --limit 6 --out $(WEB_DIR)/samples/ood
 	$(CARGO) run --release --quiet -- web-models --model $(MODEL) --variants $(WEB_VARIANTS) \
 	  --work $(TARGET_DIR)/variants --out $(WEB_DIR)/models
 
@@ -106,6 +108,11 @@ tests/e2e/node_modules: tests/e2e/package-lock.json
 e2e: web tests/e2e/node_modules
 	$(CARGO) build --release
 	cd tests/e2e && npm test
+
+# The README's screenshot of the page, taken by the WebGPU browser test after its last answer.
+screenshot: web tests/e2e/node_modules
+	cd tests/e2e && RELVQA_SCREENSHOT=$(CURDIR)/docs/screenshot-page.png \
+	  node --test --test-name-pattern='on WebGPU like' page.test.mjs
 
 # The browser tests alone, on an existing release binary (built by `cargo test --release` in
 # `make test`, or `cargo build --release`).

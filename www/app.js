@@ -141,7 +141,7 @@ async function setImage(file) {
   if (file.type && !/^image\/(png|jpeg)$/.test(file.type)) {
     imageBytes = null;
     $('preview').hidden = true;
-    $('drop-hint').textContent = 'Drop a PNG or JPEG here, or click to choose one';
+    $('drop-hint').textContent = 'Drop or paste a PNG or JPEG here, or click to choose one';
     showError(`${file.name} is not a PNG or JPEG image (it is ${file.type}); choose a PNG or JPEG`);
     return;
   }
@@ -165,6 +165,52 @@ drop.addEventListener('drop', (e) => {
   drop.classList.remove('dragging');
   setImage(e.dataTransfer.files[0]);
 });
+
+// Paste an image anywhere on the page (a screenshot, a copied image).
+document.addEventListener('paste', (e) => {
+  const file = [...(e.clipboardData?.files ?? [])][0];
+  if (file) {
+    e.preventDefault();
+    setImage(file);
+  }
+});
+
+/** Sample questions `make web` wrote from the test split and its OOD versions: a click sets
+ * the image and the question (the true answer stays hidden until asked). */
+async function listSamples() {
+  const box = $('samples');
+  for (const set of ['test', 'ood']) {
+    let lines = [];
+    try {
+      const r = await fetch(`samples/${set}/questions.jsonl`);
+      if (!r.ok) continue;
+      lines = (await r.text()).trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    } catch {
+      continue;
+    }
+    for (const s of lines) {
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.className = 'sample';
+      b.dataset.set = set;
+      b.title = `${s.question}${s.ood ? ` (${s.ood})` : ''}`;
+      const img = document.createElement('img');
+      img.src = `samples/${set}/${s.image}`;
+      img.alt = s.ood ? `${set} sample, ${s.ood}` : `${set} sample`;
+      b.append(img);
+      b.addEventListener('click', async () => {
+        const r = await fetch(img.src);
+        const blob = await r.blob();
+        await setImage(new File([blob], s.image, { type: 'image/png' }));
+        $('question').value = s.question;
+        updateAskButton();
+      });
+      box.append(b);
+    }
+  }
+  box.hidden = box.childElementCount === 0;
+}
+listSamples();
 
 $('ask-form').addEventListener('submit', (e) => {
   e.preventDefault();

@@ -149,6 +149,11 @@ test('with --enable-unsafe-webgpu the page answers on WebGPU like `relvqa ask --
     if (i === 0) t.diagnostic(`adapter: ${shown.label}`);
     await assertLikeCli(page, cliAnswers[i], `"${s.question}" on WebGPU`);
   }
+  // `make screenshot` sets this: the README's picture of the page is this test's last answer.
+  if (process.env.RELVQA_SCREENSHOT) {
+    await page.setViewportSize({ width: 900, height: 1000 });
+    await page.screenshot({ path: process.env.RELVQA_SCREENSHOT, fullPage: true });
+  }
   assert.deepEqual(errors, []);
   await page.close();
 });
@@ -283,6 +288,33 @@ test('the benchmark page computes the numbers `relvqa eval --out` computes on th
   assert.equal(await page.locator('#bench-table tbody tr').count(), web.mixtures.length * 2);
   assert.ok((await page.getAttribute('#export-csv', 'href')).startsWith('blob:'));
   assert.ok(await page.locator('#plot-rc svg polyline').count() > 0);
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test('sample questions from the test and OOD sets fill the form, and a pasted image is taken', async () => {
+  const { page, errors } = await openPage(gpuBrowser, '?backend=cpu');
+  await page.waitForSelector('#samples:not([hidden])');
+  assert.ok(await page.locator('#samples .sample[data-set="test"]').count() > 0, 'no test samples');
+  assert.ok(await page.locator('#samples .sample[data-set="ood"]').count() > 0, 'no OOD samples');
+  const title = await page.getAttribute('#samples .sample[data-set="ood"] >> nth=0', 'title');
+  await page.click('#samples .sample[data-set="ood"] >> nth=0');
+  await page.waitForFunction(() => !document.getElementById('ask').disabled);
+  assert.ok(title.startsWith(await page.inputValue('#question')), `question from the sample: ${title}`);
+  await submit(page);
+  assert.ok((await page.textContent('#answer')).length > 0);
+  // Paste: the test image of sample 0 as clipboard data.
+  const png = readFileSync(join(dataDir, samples[0].image)).toString('base64');
+  await page.evaluate((b64) => {
+    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+    const dt = new DataTransfer();
+    dt.items.add(new File([bytes], 'pasted.png', { type: 'image/png' }));
+    document.dispatchEvent(new ClipboardEvent('paste', { clipboardData: dt, bubbles: true }));
+  }, png);
+  await page.waitForFunction(() => document.getElementById('drop-hint').textContent === 'pasted.png');
+  await page.fill('#question', samples[0].question);
+  await submit(page);
+  await assertLikeCli(page, cliAnswers[0], 'a pasted image');
   assert.deepEqual(errors, []);
   await page.close();
 });
