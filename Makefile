@@ -88,7 +88,7 @@ web: easy-vqa
 	rm -rf $(WEB_DIR)
 	mkdir -p $(WEB_DIR)/models
 	cp www/index.html www/app.js www/worker.js www/style.css www/widget.js www/embed.html \
-	  www/bench.html www/bench.js www/bench-worker.js $(WEB_DIR)/
+	  www/bench.html www/bench.js www/bench-worker.js www/package-stream.js $(WEB_DIR)/
 	mkdir -p $(WEB_DIR)/easy-vqa
 	cp -r $(EASY_VQA_DIR)/easy_vqa/data/answers.txt $(EASY_VQA_DIR)/easy_vqa/data/test $(WEB_DIR)/easy-vqa/
 	cp -r pkg $(WEB_DIR)/pkg

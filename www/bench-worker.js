@@ -1,27 +1,43 @@
 // The browser benchmark's worker: answers the val, ID-test and OOD-test questions that
 // `relvqa eval --out` answers, then computes the report's metrics with the crate's own code
 // (src/web_bench.rs). The page never blocks.
-// Messages in:  {type: 'run', base, name, backend, n, val, percents}
+// Messages in:  {type: 'run', base, name, kind, backend, n, val, percents}
+//                 kind 'dir' (a model directory) or 'package' (streamed, as the page does)
 // Messages out: {type: 'progress', stage, done, total}
 //               {type: 'done', result}   {type: 'error', message}
-import init, { BenchSession, benchReport } from './pkg/relvqa.js';
+import init, { BenchSession, PackageLoader, benchReport } from './pkg/relvqa.js';
+import { fetchBytes, streamPackage } from './package-stream.js';
 
 const FILES = ['config.json', 'tokenizer.json', 'model.safetensors'];
 
-async function fetchBytes(url, required = true) {
-  const r = await fetch(url);
-  if (!r.ok) {
-    if (!required && r.status === 404) return undefined;
-    throw new Error(`cannot fetch ${url}: HTTP ${r.status}`);
+async function openDir(base, backend) {
+  const files = await Promise.all(FILES.map((f) => fetchBytes(`${base}/${f}`, true)));
+  const selector = await fetchBytes(`${base}/selector.safetensors`, false);
+  const bytes = files.reduce((s, f) => s + f.length, 0) + (selector?.length ?? 0);
+  const session = await BenchSession.load(files[0], files[1], files[2], selector, backend);
+  return { session, bytes };
+}
+
+async function openPackage(base, backend) {
+  const loader = new PackageLoader(await fetchBytes(`${base}/manifest.json`, true));
+  const stats = { network: 0, cache: 0 };
+  let taken = false;
+  try {
+    const { tokenizer, selector } = await streamPackage(loader, base, stats, postMessage);
+    const bytes = stats.network + stats.cache + tokenizer.length + (selector?.length ?? 0);
+    taken = true;
+    const session = await BenchSession.loadPackage(loader, tokenizer, selector, backend);
+    return { session, bytes };
+  } finally {
+    if (!taken) loader.free();
   }
-  return new Uint8Array(await r.arrayBuffer());
 }
 
 /** easy-VQA's test split (copied into the page by `make web`), for the OOD questions. */
 async function loadEasyVqa(session) {
   const base = new URL('easy-vqa/', self.location.href);
-  const answers = new TextDecoder().decode(await fetchBytes(new URL('answers.txt', base)));
-  const questions = await fetchBytes(new URL('test/questions.json', base));
+  const answers = new TextDecoder().decode(await fetchBytes(new URL('answers.txt', base), true));
+  const questions = await fetchBytes(new URL('test/questions.json', base), true);
   const ids = [...new Set(JSON.parse(new TextDecoder().decode(questions)).map((q) => q[2]))];
   const images = new Array(ids.length);
   let done = 0;
@@ -30,7 +46,7 @@ async function loadEasyVqa(session) {
   await Promise.all(Array.from({ length: 16 }, async () => {
     while (next.i < ids.length) {
       const k = next.i++;
-      images[k] = await fetchBytes(new URL(`test/images/${ids[k]}.png`, base));
+      images[k] = await fetchBytes(new URL(`test/images/${ids[k]}.png`, base), true);
       done += 1;
       if (done % 100 === 0 || done === ids.length) {
         postMessage({ type: 'progress', stage: 'easy-VQA images', done, total: ids.length });
@@ -40,13 +56,11 @@ async function loadEasyVqa(session) {
   session.setEasyVqa(answers, questions, new Uint32Array(ids), images);
 }
 
-async function run({ base, name, backend, n, val, percents }) {
+async function run({ base, name, kind, backend, n, val, percents }) {
   await init();
   const t0 = performance.now();
-  const files = await Promise.all(FILES.map((f) => fetchBytes(`${base}/${f}`)));
-  const selector = await fetchBytes(`${base}/selector.safetensors`, false);
-  const bytes = files.reduce((s, f) => s + f.length, 0) + (selector?.length ?? 0);
-  const session = await BenchSession.load(files[0], files[1], files[2], selector, backend);
+  const { session, bytes } = kind === 'package'
+    ? await openPackage(base, backend) : await openDir(base, backend);
   const loadMs = performance.now() - t0;
   await loadEasyVqa(session);
   const rows = { val: [], id: [], ood: [] };

@@ -6,8 +6,29 @@ const SVG = 'http://www.w3.org/2000/svg';
 const RISKS = ['1', '5', '10', '20'];
 const COSTS = ['1', '10', '100'];
 
-for (const k of ['n', 'val', 'percents', 'backend']) {
-  if (PARAMS.has(k)) $(k).value = PARAMS.get(k);
+/** The variants `make web` wrote into models/index.json (f16 alone without it). */
+let variants = [{ name: 'f16', path: 'default', kind: 'dir', bytes: null }];
+async function listVariants() {
+  try {
+    const r = await fetch('models/index.json');
+    if (r.ok) variants = (await r.json()).variants;
+  } catch {
+    // No index: only the f16 model directory.
+  }
+  $('model').replaceChildren(...variants.map((v) => {
+    const o = document.createElement('option');
+    o.value = v.name;
+    o.textContent = v.bytes ? `${v.name} (${(v.bytes / 2 ** 20).toFixed(2)} MiB)` : v.name;
+    return o;
+  }));
+}
+
+async function init() {
+  await listVariants();
+  for (const k of ['n', 'val', 'percents', 'backend', 'model']) {
+    if (PARAMS.has(k)) $(k).value = PARAMS.get(k);
+  }
+  if (PARAMS.has('autorun')) run();
 }
 
 function showError(message) {
@@ -139,9 +160,12 @@ function run() {
   worker.onmessage = (e) => {
     const m = e.data;
     if (m.type === 'progress') {
-      $('bench-status').textContent = `${m.stage}: ${m.done}/${m.total}`;
-      $('bench-progress').max = m.total;
-      $('bench-progress').value = m.done;
+      // Questions report {done, total}; a streamed package reports {loaded, total} in bytes.
+      const done = m.done ?? m.loaded ?? 0;
+      const total = m.total || 1;
+      $('bench-status').textContent = `${m.stage}: ${done}/${m.total ?? 0}`;
+      $('bench-progress').max = total;
+      $('bench-progress').value = Math.min(done, total);
     } else if (m.type === 'done') {
       const rows = tableRows(m.result);
       window.relvqaBench = { result: m.result, rows };
@@ -164,10 +188,12 @@ function run() {
       worker.terminate();
     }
   };
+  const v = variants.find((x) => x.name === $('model').value) || variants[0];
   worker.postMessage({
     type: 'run',
-    base: new URL($('model').value, document.baseURI).href.replace(/\/$/, ''),
-    name: $('model').value,
+    base: new URL(`models/${v.path}`, document.baseURI).href.replace(/\/$/, ''),
+    name: v.name,
+    kind: v.kind,
     backend: $('backend').value,
     n: Number($('n').value),
     val: Number($('val').value),
@@ -179,4 +205,4 @@ $('bench-form').addEventListener('submit', (e) => {
   e.preventDefault();
   run();
 });
-if (PARAMS.has('autorun')) run();
+init();

@@ -288,6 +288,15 @@ test('the benchmark page computes the numbers `relvqa eval --out` computes on th
   assert.equal(await page.locator('#bench-table tbody tr').count(), web.mixtures.length * 2);
   assert.ok((await page.getAttribute('#export-csv', 'href')).startsWith('blob:'));
   assert.ok(await page.locator('#plot-rc svg polyline').count() > 0);
+  // A quantized package, streamed by the same code as the page's, benchmarks too.
+  await page.goto(`${url}bench.html?model=hqq4&n=6&val=6&percents=0,100&backend=cpu&autorun`);
+  await page.waitForSelector('#bench-status[data-done]', { timeout: LOAD_TIMEOUT_MS });
+  assert.equal(await page.getAttribute('#bench-status', 'data-done'), 'true',
+    `hqq4 benchmark failed: ${await page.textContent('#error')}`);
+  const q = await page.evaluate(() => window.relvqaBench.result);
+  assert.equal(q.model, 'hqq4');
+  assert.equal(q.mixtures.length, 2);
+  assert.ok(q.bytes < web.bytes, `hqq4 (${q.bytes} B) is smaller than f16 (${web.bytes} B)`);
   assert.deepEqual(errors, []);
   await page.close();
 });
