@@ -144,9 +144,9 @@ pub struct GpuContext {
     /// Kernels that reduce use reduce_subgroup.wgsl (else reduce_workgroup.wgsl).
     subgroups: bool,
     pipelines: Mutex<HashMap<KernelKey, ::wgpu::ComputePipeline>>,
-    /// The encoder every dispatch records into until the next submit: a whole forward pass is
-    /// one command buffer.
-    pending: Mutex<Option<::wgpu::CommandEncoder>>,
+    /// What every dispatch records into until the next submit: a whole forward pass is one
+    /// command buffer.
+    pending: Mutex<Option<Recording>>,
     pool: Arc<Pool>,
 }
 
@@ -155,6 +155,47 @@ pub(crate) fn poisoned<T>(_: T) -> Error {
         GpuErrorKind::Other,
         "a GPU context lock was poisoned by an earlier panic; create a new context",
     )
+}
+
+/// Commands recorded since the last submit. Consecutive dispatches share one compute pass:
+/// wgpu still places a barrier between dispatches that touch the same buffer, but a pass per
+/// dispatch cost each small kernel of the decode step a pass begin and end as well. The pass
+/// is ended before a copy is recorded, since the encoder is locked while a pass is open.
+#[derive(Debug)]
+struct Recording {
+    pass: Option<::wgpu::ComputePass<'static>>,
+    encoder: ::wgpu::CommandEncoder,
+}
+
+impl Recording {
+    fn new(device: &::wgpu::Device) -> Self {
+        Self {
+            pass: None,
+            encoder: device.create_command_encoder(&::wgpu::CommandEncoderDescriptor {
+                label: Some("relvqa pass"),
+            }),
+        }
+    }
+
+    /// The encoder, for copies: ends the open compute pass first.
+    fn encoder(&mut self) -> &mut ::wgpu::CommandEncoder {
+        self.pass = None;
+        &mut self.encoder
+    }
+
+    fn pass(&mut self) -> &mut ::wgpu::ComputePass<'static> {
+        let encoder = &mut self.encoder;
+        self.pass.get_or_insert_with(|| {
+            encoder
+                .begin_compute_pass(&::wgpu::ComputePassDescriptor::default())
+                .forget_lifetime()
+        })
+    }
+
+    fn finish(mut self) -> ::wgpu::CommandBuffer {
+        self.pass = None;
+        self.encoder.finish()
+    }
 }
 
 const REDUCE_WORKGROUP: &str = include_str!("kernels/reduce_workgroup.wgsl");
@@ -454,20 +495,14 @@ impl GpuContext {
         });
         {
             let mut pending = self.pending.lock().map_err(poisoned)?;
-            let encoder = pending.get_or_insert_with(|| self.encoder());
-            let mut pass = encoder.begin_compute_pass(&::wgpu::ComputePassDescriptor::default());
+            let pass = pending
+                .get_or_insert_with(|| Recording::new(&self.device))
+                .pass();
             pass.set_pipeline(pipeline);
             pass.set_bind_group(0, &bind_group, &[]);
             pass.dispatch_workgroups(groups.0, groups.1, groups.2);
         }
         self.sink.check()
-    }
-
-    fn encoder(&self) -> ::wgpu::CommandEncoder {
-        self.device
-            .create_command_encoder(&::wgpu::CommandEncoderDescriptor {
-                label: Some("relvqa pass"),
-            })
     }
 
     /// Record a plain copy of `src` into `dst` (the driver's copy, no kernel): what
@@ -476,7 +511,8 @@ impl GpuContext {
         let size = src.slot.size.min(dst.slot.size);
         let mut pending = self.pending.lock().map_err(poisoned)?;
         pending
-            .get_or_insert_with(|| self.encoder())
+            .get_or_insert_with(|| Recording::new(&self.device))
+            .encoder()
             .copy_buffer_to_buffer(src.raw(), 0, dst.raw(), 0, size);
         drop(pending);
         self.sink.check()
@@ -484,9 +520,9 @@ impl GpuContext {
 
     /// Submit everything recorded so far.
     pub fn flush(&self) -> Result<()> {
-        let encoder = self.pending.lock().map_err(poisoned)?.take();
-        if let Some(e) = encoder {
-            self.queue.submit([e.finish()]);
+        let recording = self.pending.lock().map_err(poisoned)?.take();
+        if let Some(r) = recording {
+            self.queue.submit([r.finish()]);
         }
         self.sink.check()
     }
@@ -502,7 +538,8 @@ impl GpuContext {
             mapped_at_creation: false,
         });
         let recorded = self.pending.lock().map_err(poisoned).map(|mut p| {
-            p.get_or_insert_with(|| self.encoder())
+            p.get_or_insert_with(|| Recording::new(&self.device))
+                .encoder()
                 .copy_buffer_to_buffer(buf.raw(), 0, &staging, 0, size)
         });
         let (tx, rx) = oneshot();

@@ -83,7 +83,8 @@ pub fn gemv_dequant(ctx: &GpuContext, x: &GpuBuffer, m: usize, w: &GpuPacked) ->
     let pipeline =
         ctx.reduce_pipeline(KernelKey::new("gemv_dequant_f32").with("BITS", w.bits), SRC)?;
     let y = ctx.storage("gemv out", m * w.rows)?;
-    let (gx, gy) = ctx.grid(OP, w.rows)?;
+    // Each workgroup writes ROWS = 4 output rows (see the WGSL header).
+    let (gx, gy) = ctx.grid(OP, w.rows.div_ceil(4))?;
     ctx.dispatch(
         &pipeline,
         &params.words(),

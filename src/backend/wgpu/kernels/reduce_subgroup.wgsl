@@ -12,6 +12,9 @@
 var<workgroup> red: array<f32, WG>;
 var<workgroup> lead: array<u32, WG>;
 var<workgroup> red_total: f32;
+// Used only by reduce_sum4 (see reduce_workgroup.wgsl on unused workgroup variables).
+var<workgroup> red4: array<vec4<f32>, WG>;
+var<workgroup> red4_total: vec4<f32>;
 
 fn combine_sum() -> f32 {
     var total = 0.0;
@@ -59,6 +62,27 @@ fn reduce_max(lid: u32, x: f32) -> f32 {
 fn broadcast_total() -> f32 {
     workgroupBarrier();
     let total = red_total;
+    workgroupBarrier();
+    return total;
+}
+
+// Four independent sums at once (the multi-row GEMV), combined in invocation order like
+// reduce_sum so the result is the same on every run.
+fn reduce_sum4(lid: u32, x: vec4<f32>) -> vec4<f32> {
+    red4[lid] = subgroupAdd(x);
+    lead[lid] = select(0u, 1u, subgroupMin(lid) == lid);
+    workgroupBarrier();
+    if (lid == 0u) {
+        var total = vec4<f32>(0.0);
+        for (var i = 0u; i < WG; i++) {
+            if (lead[i] == 1u) {
+                total += red4[i];
+            }
+        }
+        red4_total = total;
+    }
+    workgroupBarrier();
+    let total = red4_total;
     workgroupBarrier();
     return total;
 }
