@@ -71,6 +71,14 @@ pub enum Error {
 
     /// A quantized package (`manifest.json` plus shards) is malformed, inconsistent or corrupt.
     /// The message names the tensor or shard and the fix (usually: re-export or re-download).
+    /// A chat template that does not parse or render (it comes from the checkpoint).
+    #[error("chat template: {0}")]
+    ChatTemplate(String),
+
+    /// A source checkpoint `relvqa convert` cannot turn into a model directory.
+    #[error("convert `{path}`: {msg}")]
+    Convert { path: String, msg: String },
+
     #[error("package: {0}")]
     Package(String),
 

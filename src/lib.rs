@@ -4,6 +4,8 @@
 pub mod backend;
 #[cfg(all(feature = "cli", not(target_arch = "wasm32")))]
 pub mod cli;
+#[cfg(all(feature = "cli", not(target_arch = "wasm32")))]
+pub mod convert;
 pub mod error;
 pub mod eval;
 pub mod metrics;

@@ -4,6 +4,7 @@ mod ask;
 mod bench;
 mod bench_gpu;
 mod calibrate;
+mod convert;
 mod dataset;
 mod demo;
 mod eval;
@@ -14,6 +15,7 @@ mod report_plots;
 mod scoring;
 mod selector;
 mod serve;
+mod text;
 mod train;
 mod variants;
 mod web_models;
@@ -64,6 +66,12 @@ enum Cmd {
     Serve(serve::ServeArgs),
     /// Write the packages the web page offers (and models/index.json) into its models folder.
     WebModels(web_models::WebModelsArgs),
+    /// A model directory from a real checkpoint: a GGUF Llama (SmolLM2) or a local HF directory.
+    Convert(convert::ConvertArgs),
+    /// Text-only generation with the model's chat template (the language model alone).
+    Generate(text::GenerateArgs),
+    /// Perplexity of the language model on a text file.
+    Perplexity(text::PerplexityArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -80,6 +88,9 @@ pub fn main() -> ExitCode {
         Cmd::Selector(a) => selector::run(a),
         Cmd::Serve(a) => serve::run(a),
         Cmd::WebModels(a) => web_models::run(a),
+        Cmd::Convert(a) => convert::run(a),
+        Cmd::Generate(a) => text::generate(a),
+        Cmd::Perplexity(a) => text::perplexity(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -71,6 +71,16 @@ pub fn build_package(model: &Path, o: &QuantizeOptions, out: &Path) -> Result<Qu
     })?;
     pb.finish_and_clear();
     write_package(out, &q.config, &q.tokenizer, q.tensors, MAX_SHARD_BYTES)?;
+    // The chat template and a conversion's provenance travel with the weights.
+    for name in [
+        crate::model::chat::TOKENIZER_CONFIG_FILE,
+        crate::model::chat::CHAT_TEMPLATE_FILE,
+        crate::convert::CONVERSION_FILE,
+    ] {
+        if let Some(bytes) = crate::package::read_model_file(model, name)? {
+            crate::package::write_model_file(out, name, &bytes)?;
+        }
+    }
     let text =
         serde_json::to_string_pretty(&q.report).map_err(|e| Error::Invalid(e.to_string()))?;
     let p = out.join(REPORT_FILE);

@@ -1,5 +1,6 @@
 //! Model definitions, written once against [`crate::backend::Backend`].
 
+pub mod chat;
 pub mod generate;
 pub mod idefics3;
 pub mod image;
@@ -7,4 +8,5 @@ pub mod linear;
 pub mod loader;
 pub mod params;
 pub mod prompt;
+pub mod text_gen;
 pub mod tokenizer;

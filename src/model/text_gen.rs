@@ -1,0 +1,176 @@
+//! Text-only use of the decoder: greedy generation from a token prompt and perplexity over a
+//! text. A VLM's language model is where quantization error lands first, and a converted
+//! real checkpoint (SmolLM2 from GGUF, `relvqa convert`) has only real *language* weights, so
+//! these are the real-weight checks of the quantizers. Nothing here reads a clock (wasm has
+//! none in the library): callers time [`TextDecoder::start`] and the steps themselves.
+
+use crate::backend::{Backend, HostTensor};
+use crate::error::{Error, Result};
+use crate::model::generate::{pick_greedy, Vqa};
+use crate::model::idefics3::KvCache;
+
+/// An in-progress greedy decode: the KV cache and the hidden state the next token comes from.
+pub struct TextDecoder<'a, B: Backend> {
+    vqa: &'a Vqa<B>,
+    cache: KvCache<B>,
+    last: B::Tensor,
+    /// Tokens in the cache (prompt plus pushed tokens).
+    pub len: usize,
+}
+
+/// What [`Vqa::generate_text`] returns.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TextGeneration {
+    pub prompt_tokens: usize,
+    /// Generated ids, without the stop token.
+    pub ids: Vec<u32>,
+    pub text: String,
+    /// A stop token ended it (else it hit the token limit).
+    pub stopped: bool,
+}
+
+fn non_finite<B: Backend>(b: &B, op: &'static str) -> Error {
+    Error::Backend {
+        backend: b.name(),
+        op,
+        msg: "non-finite logits".into(),
+    }
+}
+
+impl<'a, B: Backend> TextDecoder<'a, B> {
+    /// Prefill `ids` (no image) with room for `max_new` more tokens.
+    pub fn start(vqa: &'a Vqa<B>, ids: &[u32], max_new: usize) -> Result<Self> {
+        let ctx = vqa.model.cfg.text_config.max_position_embeddings;
+        if ids.is_empty() {
+            return Err(Error::Question("the prompt has no tokens".into()));
+        }
+        if ids.len() + max_new > ctx {
+            return Err(Error::Question(format!(
+                "the prompt is {} tokens and {max_new} more were asked for, but the model's context is {ctx}",
+                ids.len()
+            )));
+        }
+        let b = &vqa.backend;
+        let mut cache = vqa.model.new_cache(ids.len() + max_new);
+        let hidden = vqa.model.forward_tokens(b, ids, 1, Some(&mut cache))?;
+        let last = b.narrow(&hidden, 1, ids.len() - 1, 1)?;
+        Ok(Self {
+            vqa,
+            cache,
+            last,
+            len: ids.len(),
+        })
+    }
+
+    /// Logits for the next token (reading them back is what waits for the GPU).
+    pub async fn next_logits(&self) -> Result<Vec<f32>> {
+        let b = &self.vqa.backend;
+        Ok(b.read_f32(&self.vqa.model.logits(b, &self.last)?)
+            .await?
+            .data)
+    }
+
+    /// Append `token` and run it through the decoder.
+    pub fn push(&mut self, token: u32) -> Result<()> {
+        let b = &self.vqa.backend;
+        self.last = self
+            .vqa
+            .model
+            .forward_tokens(b, &[token], 1, Some(&mut self.cache))?;
+        self.len += 1;
+        Ok(())
+    }
+}
+
+impl<B: Backend> Vqa<B> {
+    /// Greedy continuation of `prompt` until a token in `stop` or `max_new` tokens.
+    pub async fn generate_text(
+        &self,
+        prompt: &[u32],
+        max_new: usize,
+        stop: &[u32],
+    ) -> Result<TextGeneration> {
+        let mut dec = TextDecoder::start(self, prompt, max_new)?;
+        let mut ids = Vec::new();
+        let mut stopped = false;
+        for step in 0..max_new {
+            let logits = dec.next_logits().await?;
+            let (tok, _, _) =
+                pick_greedy(&logits).ok_or_else(|| non_finite(&self.backend, "generate_text"))?;
+            if stop.contains(&tok) {
+                stopped = true;
+                break;
+            }
+            ids.push(tok);
+            if step + 1 < max_new {
+                dec.push(tok)?;
+            }
+        }
+        Ok(TextGeneration {
+            prompt_tokens: prompt.len(),
+            text: self.tokenizer.decode(&ids)?,
+            ids,
+            stopped,
+        })
+    }
+
+    /// Sum of negative log-likelihoods (nats) of `ids` and how many tokens were scored, in
+    /// independent windows of `window` tokens (the first token of each window is context
+    /// only). Perplexity is `exp(sum / count)`.
+    pub async fn text_nll(&self, ids: &[u32], window: usize) -> Result<(f64, usize)> {
+        let ctx = self.model.cfg.text_config.max_position_embeddings;
+        if window < 2 || window > ctx {
+            return Err(Error::Invalid(format!(
+                "perplexity window {window} must be in 2..={ctx} (the model's context)"
+            )));
+        }
+        let b = &self.backend;
+        let (mut sum, mut count) = (0f64, 0usize);
+        for chunk in ids.chunks(window).filter(|c| c.len() >= 2) {
+            let hidden = self.model.forward_tokens(b, chunk, 1, None)?;
+            let logits = b.read_f32(&self.model.logits(b, &hidden)?).await?;
+            let v = logits.data.len() / chunk.len();
+            for (pos, next) in chunk.iter().skip(1).enumerate() {
+                sum += nll_at(&logits, pos, v, *next).ok_or_else(|| non_finite(b, "text_nll"))?;
+                count += 1;
+            }
+        }
+        Ok((sum, count))
+    }
+}
+
+/// `-log softmax(row)[target]` of row `pos` of `[s, v]` logits.
+fn nll_at(logits: &HostTensor, pos: usize, v: usize, target: u32) -> Option<f64> {
+    let row = logits.data.get(pos * v..(pos + 1) * v)?;
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    if !max.is_finite() {
+        return None;
+    }
+    let lse = max
+        + row
+            .iter()
+            .map(|&l| (l as f64 - max).exp())
+            .sum::<f64>()
+            .ln();
+    Some(lse - *row.get(target as usize)? as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nll_of_a_uniform_row_is_log_v() {
+        let t = HostTensor {
+            shape: vec![2, 4],
+            data: vec![0.0, 0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 4.0],
+        };
+        let a = nll_at(&t, 0, 4, 2).unwrap_or(f64::NAN);
+        assert!((a - 4f64.ln()).abs() < 1e-9);
+        let lse = (1f64.exp() + 2f64.exp() + 3f64.exp() + 4f64.exp()).ln();
+        let b = nll_at(&t, 1, 4, 3).unwrap_or(f64::NAN);
+        assert!((b - (lse - 4.0)).abs() < 1e-9);
+        assert_eq!(nll_at(&t, 1, 4, 9), None);
+        assert_eq!(nll_at(&t, 2, 4, 0), None);
+    }
+}
