@@ -8,3 +8,4 @@ pub mod loader;
 pub mod params;
 pub mod prompt;
 pub mod tokenizer;
+pub mod weights;
