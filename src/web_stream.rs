@@ -83,6 +83,8 @@ impl Sink {
 }
 
 /// The model a finished loader built, on its backend.
+// Built once per load and moved straight into the engine: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Built {
     Cpu(Vqa<CpuBackend>),
     Gpu(Vqa<WgpuBackend>, String),

@@ -116,17 +116,20 @@ fn write_f16_package(model: &Path, dst: &Path) -> Result<(u64, u64)> {
         };
         tensors.push((name, t));
     }
-    let m = write_package(dst, &config, &tokenizer, tensors, MAX_SHARD_BYTES)?;
+    write_package(dst, &config, &tokenizer, tensors, MAX_SHARD_BYTES)?;
     for extra in [SELECTOR_FILE, crate::selector::threshold::CALIBRATION_FILE] {
         if let Some(bytes) = read_model_file(model, extra)? {
             write_model_file(dst, extra, &bytes)?;
         }
     }
-    let listed = std::iter::once(MANIFEST_FILE.to_string())
-        .chain(std::iter::once(m.tokenizer.file.clone()))
-        .chain(m.shards.iter().map(|s| s.file.clone()))
-        .chain(m.files.iter().map(|f| f.file.clone()));
-    // The manifest was rewritten by `write_model_file`; sizes come from the disk.
+    // `write_model_file` listed the extras in the manifest on disk, not in `m`.
+    let mpath = dst.join(MANIFEST_FILE);
+    let bytes = std::fs::read(&mpath).map_err(|e| Error::io(mpath.display().to_string(), e))?;
+    let m = Manifest::from_json(&bytes)?;
+    let listed = std::iter::once(MANIFEST_FILE)
+        .chain(std::iter::once(m.tokenizer.file.as_str()))
+        .chain(m.shards.iter().map(|s| s.file.as_str()))
+        .chain(m.files.iter().map(|f| f.file.as_str()));
     Ok((
         m.total_bytes(),
         listed.map(|f| file_len(&dst.join(f))).sum(),
