@@ -1,4 +1,5 @@
-//! The WebAssembly API the web page's worker calls (`www/worker.js`): build a model from the
+//! The WebAssembly API the web page's worker calls (`www/worker.js`): build a model from a
+//! package streamed into a [`PackageLoader`] (each tensor already on the backend) or from a
 //! model directory's files fetched by JavaScript, on WebGPU when the browser has it and on the
 //! CPU otherwise, then answer questions with the same decision rule as `relvqa ask`
 //! ([`crate::selector::decision::decide`]).
