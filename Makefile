@@ -56,9 +56,14 @@ lint:
 	$(CARGO) clippy --release --all-targets -- -D warnings
 	$(CARGO) clippy --release --lib --target wasm32-unknown-unknown -- -D warnings
 
-# The web page. wasm-bindgen's CLI must match the crate's pinned 0.2.130 exactly. No wasm-opt:
-# Debian's binaryen 108 writes modules Chromium refuses (DESIGN.md); npm binaryen@132 works.
+# The web page. wasm-bindgen's CLI must match the crate's pinned 0.2.130 exactly. wasm-opt is
+# npm binaryen@132 from tools/wasm-opt's lock file: Debian's binaryen 108 writes modules Chromium
+# refuses (DESIGN.md). It reads the wasm features to keep (bulk memory, SIMD, reference types,
+# ...) from the module's target_features section, so no --enable flags are needed.
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
+WASM_OPT ?= tools/wasm-opt/node_modules/.bin/wasm-opt
+# -O3: measured against -Oz in README.md (The web page).
+WASM_OPT_FLAGS ?= -O3
 WASM_BINDGEN ?= wasm-bindgen
 WEB_DIR ?= dist/web
 PORT ?= 8080
@@ -73,18 +78,34 @@ wasm-bindgen-cli:
 	$(WASM_BINDGEN) --version 2>/dev/null | grep -q ' 0.2.130$$' || \
 	  $(CARGO) install wasm-bindgen-cli --version 0.2.130
 
-setup-web: setup wasm-bindgen-cli
+setup-web: setup wasm-bindgen-cli tools/wasm-opt/node_modules
 	@test -x /usr/bin/chromium || \
 		{ $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
 	@command -v npm >/dev/null || \
 		{ $(SUDO) apt-get update && $(SUDO) apt-get install -y nodejs npm; }
 
+tools/wasm-opt/node_modules: tools/wasm-opt/package-lock.json
+	cd tools/wasm-opt && npm ci --no-audit --no-fund
+	touch $@
+
 # easy-VQA goes into the page for the benchmark's OOD questions (4.4 MB, MIT).
-web: easy-vqa
+web: easy-vqa tools/wasm-opt/node_modules
 	$(CARGO) build --lib --target wasm32-unknown-unknown --release
 	@$(WASM_BINDGEN) --version | grep -q ' 0.2.130$$' || \
 	  { echo "need wasm-bindgen-cli 0.2.130: cargo install wasm-bindgen-cli --version 0.2.130"; exit 1; }
-	$(WASM_BINDGEN) --target web --out-dir pkg $(TARGET_DIR)/wasm32-unknown-unknown/release/relvqa.wasm
+	@# wasm-opt takes about a minute and a half on 2 cores: skipped when pkg/ was made from
+	@# this very module with these flags (pkg/.built-from records which).
+	@in=$(TARGET_DIR)/wasm32-unknown-unknown/release/relvqa.wasm; \
+	  from="$$(sha256sum $$in | cut -c1-64) $(WASM_OPT_FLAGS)"; \
+	  if [ -f pkg/relvqa_bg.wasm ] && [ "$$(cat pkg/.built-from 2>/dev/null)" = "$$from" ]; then \
+	    echo "pkg/ is up to date with $$in"; \
+	  else \
+	    set -ex; rm -f pkg/.built-from; \
+	    $(WASM_BINDGEN) --target web --out-dir pkg $$in; \
+	    $(WASM_OPT) $(WASM_OPT_FLAGS) pkg/relvqa_bg.wasm -o pkg/relvqa_bg.opt.wasm; \
+	    mv pkg/relvqa_bg.opt.wasm pkg/relvqa_bg.wasm; \
+	    echo "$$from" > pkg/.built-from; \
+	  fi
 	rm -rf $(WEB_DIR)
 	mkdir -p $(WEB_DIR)/models
 	cp www/index.html www/app.js www/worker.js www/style.css www/widget.js www/embed.html \

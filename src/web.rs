@@ -1,12 +1,15 @@
-//! The WebAssembly API the web page's worker calls (`www/worker.js`): build a model from the
+//! The WebAssembly API the web page's worker calls (`www/worker.js`): build a model from a
+//! package streamed into a [`PackageLoader`] (each tensor already on the backend) or from a
 //! model directory's files fetched by JavaScript, on WebGPU when the browser has it and on the
 //! CPU otherwise, then answer questions with the same decision rule as `relvqa ask`
 //! ([`crate::selector::decision::decide`]).
 //!
 //! Falling back: a WebGPU backend that cannot be opened or loaded (no `navigator.gpu`, no
-//! adapter, a limit) gives way to the CPU backend at load; a device lost or out of memory
-//! during an answer rebuilds the model on the CPU from the bytes kept for that purpose and
-//! answers the same question again. Either way the answer says which backend ran and why.
+//! adapter, a limit) gives way to the CPU backend at load. No host copy of the weights is
+//! kept for a device lost or out of memory later (that would double the tab's memory): the
+//! answer fails, `gpuLost` says why, and the worker loads the model again on the CPU — a
+//! package from the Cache API, which holds every shard after the first load — and asks the
+//! same question again. Either way the answer says which backend ran and why.
 //!
 //! Errors cross the boundary as JS `Error`s carrying the crate's typed message.
 
@@ -15,20 +18,20 @@ use std::rc::Rc;
 
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::wgpu::WgpuBackend;
-use crate::backend::Backend;
 use crate::backend::HostTensor;
 use crate::error::{Error, GpuErrorKind, Result};
 use crate::model::generate::{Generation, Vqa};
 use crate::model::image::{decode_image, image_to_pixels};
-use crate::model::loader::{load_from_bytes, load_from_package, load_from_tensors};
-use crate::package::{LoadedTensor, Manifest};
+use crate::model::loader::{load_from_bytes, load_from_sink};
+use crate::quant::load_time::hqq_sink;
 use crate::selector::decision::{decide, Confidence, Decision};
 use crate::selector::store::SELECTOR_FILE;
 use crate::selector::threshold::CALIBRATION_FILE;
-use crate::web_stream::PackageLoader;
+use crate::web_stream::{Built, PackageLoader};
 
 #[wasm_bindgen]
 extern "C" {
@@ -44,6 +47,18 @@ pub fn start() {
 
 pub(crate) fn js_err(e: Error) -> JsError {
     JsError::new(&e.to_string())
+}
+
+/// Bytes of this module's linear memory (`memory.buffer.byteLength`): what the tab holds in
+/// wasm, weights included on the CPU backend. It only grows (wasm memory never shrinks), so
+/// after a load it is the load's peak.
+#[wasm_bindgen(js_name = wasmMemoryBytes)]
+pub fn wasm_memory_bytes() -> f64 {
+    wasm_bindgen::memory()
+        .dyn_into::<js_sys::WebAssembly::Memory>()
+        .ok()
+        .and_then(|m| m.buffer().dyn_into::<js_sys::ArrayBuffer>().ok())
+        .map_or(0.0, |b| f64::from(b.byte_length()))
 }
 
 /// What [`gpu_self_test`] reports.
@@ -80,14 +95,14 @@ pub async fn gpu_self_test() -> std::result::Result<JsValue, JsError> {
 /// The backend the page asks for: `auto` (the default) and `webgpu` both try WebGPU and fall
 /// back to the CPU; `cpu` never touches the GPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Choice {
+pub(crate) enum Choice {
     Auto,
     WebGpu,
     Cpu,
 }
 
 impl Choice {
-    fn parse(s: Option<&str>) -> Result<Self> {
+    pub(crate) fn parse(s: Option<&str>) -> Result<Self> {
         match s.unwrap_or("auto") {
             "auto" | "" => Ok(Choice::Auto),
             "webgpu" => Ok(Choice::WebGpu),
@@ -96,71 +111,6 @@ impl Choice {
                 "backend `{other}` is not one of auto, webgpu, cpu"
             ))),
         }
-    }
-}
-
-/// What the model is built from, kept while the model runs on WebGPU so that a lost device can
-/// be replaced by the CPU backend without fetching anything again: a model directory's file
-/// bytes, or a package's decoded tensors (the shard bytes are gone by then).
-enum ModelFiles {
-    Dir {
-        config: Vec<u8>,
-        tokenizer: Vec<u8>,
-        weights: Vec<u8>,
-    },
-    Package {
-        manifest: Box<Manifest>,
-        tokenizer: Vec<u8>,
-        tensors: Vec<LoadedTensor>,
-    },
-    /// An f16 checkpoint quantized in this tab ([`crate::quant::load_time::hqq_tensors`]).
-    Quantized {
-        config: String,
-        tokenizer: Vec<u8>,
-        tensors: Vec<LoadedTensor>,
-    },
-}
-
-impl ModelFiles {
-    fn load<B: Backend>(&self, b: B) -> Result<Vqa<B>> {
-        match self {
-            ModelFiles::Dir {
-                config,
-                tokenizer,
-                weights,
-            } => load_from_bytes(b, config, tokenizer, weights),
-            ModelFiles::Package {
-                manifest,
-                tokenizer,
-                tensors,
-            } => load_from_package(b, manifest, tokenizer, tensors.clone()),
-            ModelFiles::Quantized {
-                config,
-                tokenizer,
-                tensors,
-            } => load_from_tensors(b, config, tokenizer, tensors.clone()),
-        }
-    }
-
-    /// Build on the CPU, giving up the files (no copy of a package's tensors).
-    fn into_cpu(self) -> Result<Vqa<CpuBackend>> {
-        match self {
-            ModelFiles::Package {
-                manifest,
-                tokenizer,
-                tensors,
-            } => load_from_package(CpuBackend::new(), &manifest, &tokenizer, tensors),
-            ModelFiles::Quantized {
-                config,
-                tokenizer,
-                tensors,
-            } => load_from_tensors(CpuBackend::new(), &config, &tokenizer, tensors),
-            dir => dir.load(CpuBackend::new()),
-        }
-    }
-
-    fn load_cpu(&self) -> Result<Vqa<CpuBackend>> {
-        self.load(CpuBackend::new())
     }
 }
 
@@ -175,7 +125,6 @@ enum Engine {
 struct GpuModel {
     vqa: Vqa<WgpuBackend>,
     adapter: String,
-    files: ModelFiles,
 }
 
 impl Engine {
@@ -215,30 +164,49 @@ impl Engine {
         }
     }
 
-    async fn open(choice: Choice, files: ModelFiles) -> Result<(Engine, Option<String>)> {
-        if choice == Choice::Cpu {
-            return Ok((Engine::Cpu(files.into_cpu()?), None));
+    fn from_built(built: Built) -> Engine {
+        match built {
+            Built::Cpu(v) => Engine::Cpu(v),
+            Built::Gpu(vqa, adapter) => Engine::Gpu(GpuModel { vqa, adapter }),
         }
-        match Self::load_gpu(&files).await {
-            Ok((vqa, adapter)) => Ok((
-                Engine::Gpu(GpuModel {
-                    vqa,
-                    adapter,
-                    files,
-                }),
-                None,
+    }
+
+    /// Build on `choice`'s backend with `build`, falling back to the CPU on any GPU error
+    /// while opening the device or uploading (no adapter, a limit, a lost device). The
+    /// source's bytes live only for this call.
+    async fn open(
+        choice: Choice,
+        build_cpu: impl Fn(CpuBackend) -> Result<Vqa<CpuBackend>>,
+        build_gpu: impl Fn(WgpuBackend) -> Result<Vqa<WgpuBackend>>,
+    ) -> Result<(Engine, Option<String>)> {
+        if choice == Choice::Cpu {
+            return Ok((Engine::Cpu(build_cpu(CpuBackend::new())?), None));
+        }
+        let gpu = async {
+            let b = WgpuBackend::new().await?;
+            let adapter = b.context().info().adapter.clone();
+            Ok::<_, Error>(GpuModel {
+                vqa: build_gpu(b)?,
+                adapter,
+            })
+        };
+        match gpu.await {
+            Ok(g) => Ok((Engine::Gpu(g), None)),
+            Err(e @ Error::Gpu { .. }) => Ok((
+                Engine::Cpu(build_cpu(CpuBackend::new())?),
+                Some(e.to_string()),
             )),
-            // Any GPU failure while loading (no adapter, a limit, a lost device) means the CPU.
-            Err(e @ Error::Gpu { .. }) => Ok((Engine::Cpu(files.into_cpu()?), Some(e.to_string()))),
             Err(e) => Err(e),
         }
     }
 
-    async fn load_gpu(files: &ModelFiles) -> Result<(Vqa<WgpuBackend>, String)> {
-        let b = WgpuBackend::new().await?;
-        let adapter = b.context().info().adapter.clone();
-        let vqa = files.load(b)?;
-        Ok((vqa, adapter))
+    /// The `compile` stage: on WebGPU, [`Vqa::warm_up`] creates every pipeline now, during
+    /// the load, rather than in the user's first question. The CPU has nothing to compile.
+    async fn warm_up(&self) -> Result<()> {
+        match self {
+            Engine::Gpu(g) => g.vqa.warm_up().await,
+            Engine::Cpu(_) => Ok(()),
+        }
     }
 }
 
@@ -260,6 +228,9 @@ fn gpu_gave_out(e: &Error) -> bool {
 struct State {
     engine: Rc<Engine>,
     fallback: Option<String>,
+    /// Why WebGPU gave out during an answer or the warm-up; the model must be loaded again
+    /// on the CPU (the worker does it).
+    gpu_lost: Option<String>,
 }
 
 struct Inner {
@@ -285,39 +256,24 @@ impl Inner {
 
     async fn ask(&self, image: &[u8], question: &str, risk: f64) -> Result<WebAnswer> {
         let t0 = performance_now();
-        let mut engine = self.engine();
+        let engine = self.engine();
         let img = decode_image(image)?;
         let px = image_to_pixels(&img, engine.image_size())?;
         let t1 = performance_now();
-        let mut rebuild_ms = None;
         let g = match engine.answer(&px, question).await {
-            Err(e) if gpu_gave_out(&e) => {
-                let tr = performance_now();
-                let cpu = match &*engine {
-                    Engine::Gpu(g) => g.files.load_cpu()?,
-                    Engine::Cpu(_) => return Err(e),
-                };
-                engine = Rc::new(Engine::Cpu(cpu));
-                self.state.replace(State {
-                    engine: engine.clone(),
-                    fallback: Some(e.to_string()),
-                });
-                rebuild_ms = Some(performance_now() - tr);
-                engine.answer(&px, question).await?
+            Err(e) if gpu_gave_out(&e) && matches!(*engine, Engine::Gpu(_)) => {
+                self.state.borrow_mut().gpu_lost = Some(e.to_string());
+                return Err(e);
             }
             r => r?,
         };
         let t2 = performance_now();
         let mut decision = decide(g, &self.conf, risk, engine.name())?;
-        let mut timings = serde_json::json!({
+        decision.timings_ms = serde_json::json!({
             "preprocess": t1 - t0,
             "generate": t2 - t1,
             "decide": performance_now() - t2,
         });
-        if let (Some(ms), Some(t)) = (rebuild_ms, timings.as_object_mut()) {
-            t.insert("fallback".into(), ms.into());
-        }
-        decision.timings_ms = timings;
         Ok(WebAnswer {
             decision,
             adapter: engine.adapter().map(str::to_owned),
@@ -337,7 +293,7 @@ pub struct RelVqa {
 impl RelVqa {
     /// From the bytes of `config.json`, `tokenizer.json`, `model.safetensors` and, when the
     /// model has them, `selector.safetensors` and `calibration.json`, on `backend` (`auto`,
-    /// the default, `webgpu` or `cpu`).
+    /// the default, `webgpu` or `cpu`). The bytes are dropped once the model is built.
     pub async fn load(
         config: Vec<u8>,
         tokenizer: Vec<u8>,
@@ -346,47 +302,55 @@ impl RelVqa {
         calibration: Option<Vec<u8>>,
         backend: Option<String>,
     ) -> std::result::Result<RelVqa, JsError> {
-        let files = ModelFiles::Dir {
-            config,
-            tokenizer,
-            weights,
-        };
-        Self::open(files, selector, calibration, backend).await
+        let t = performance_now();
+        let choice = Choice::parse(backend.as_deref()).map_err(js_err)?;
+        let (engine, fallback) = Engine::open(
+            choice,
+            |b| load_from_bytes(b, &config, &tokenizer, &weights),
+            |b| load_from_bytes(b, &config, &tokenizer, &weights),
+        )
+        .await
+        .map_err(js_err)?;
+        drop(weights);
+        Self::finish(engine, fallback, selector, calibration, t)
     }
 
-    /// From a package received through `loader` (every shard pushed and finished), the
-    /// bytes of its tokenizer and, when the manifest lists them, of `selector.safetensors`
-    /// and `calibration.json`; each file is checked against the manifest's sha256.
+    /// From a package streamed into `loader` (every shard pushed and finished; its tensors
+    /// are already on the loader's backend), the bytes of its tokenizer and, when the
+    /// manifest lists them, of `selector.safetensors` and `calibration.json`; each file is
+    /// checked against the manifest's sha256. The backend is the loader's.
     #[wasm_bindgen(js_name = loadPackage)]
     pub async fn load_package(
         loader: PackageLoader,
         tokenizer: Vec<u8>,
         selector: Option<Vec<u8>>,
         calibration: Option<Vec<u8>>,
-        backend: Option<String>,
     ) -> std::result::Result<RelVqa, JsError> {
-        let (manifest, tensors) = loader.into_parts().map_err(js_err)?;
-        manifest
-            .verify_file(&manifest.tokenizer.file, &tokenizer)
+        let t = performance_now();
+        let m = loader.manifest();
+        m.verify_file(&m.tokenizer.file, &tokenizer)
             .map_err(js_err)?;
         for (name, bytes) in [(SELECTOR_FILE, &selector), (CALIBRATION_FILE, &calibration)] {
             if let Some(b) = bytes {
-                manifest.verify_file(name, b).map_err(js_err)?;
+                m.verify_file(name, b).map_err(js_err)?;
             }
         }
-        let files = ModelFiles::Package {
-            manifest: Box::new(manifest),
-            tokenizer,
-            tensors,
-        };
-        Self::open(files, selector, calibration, backend).await
+        let (_, built, fallback) = loader.build(&tokenizer).map_err(js_err)?;
+        Self::finish(
+            Engine::from_built(built),
+            fallback,
+            selector,
+            calibration,
+            t,
+        )
     }
 
     /// An f16 model directory's files quantized here with HQQ to `bits` (8, 4, 3 or 2; group
-    /// 64) before the model is built: a bit width with no package, at the cost of a few seconds
-    /// in the tab. `progress(done, total)` is called after each quantized layer. Confidence
-    /// comes from the f16 model's Selector and thresholds (the report's robustness mode),
-    /// since no Selector was trained on this model.
+    /// 64): a bit width with no package, at the cost of a few seconds in the tab. Each linear
+    /// goes to the backend as soon as it is quantized, and its host copy is dropped.
+    /// `progress(done, total)` is called after each quantized layer. Confidence comes from
+    /// the f16 model's Selector and thresholds (the report's robustness mode), since no
+    /// Selector was trained on this model.
     #[wasm_bindgen(js_name = loadQuantized)]
     #[allow(clippy::too_many_arguments)]
     pub async fn load_quantized(
@@ -399,45 +363,47 @@ impl RelVqa {
         backend: Option<String>,
         progress: Option<js_sys::Function>,
     ) -> std::result::Result<RelVqa, JsError> {
+        let t = performance_now();
         let config = String::from_utf8(config)
             .map_err(|_| js_err(Error::Config("config.json is not UTF-8".into())))?;
         let cfg = crate::model::idefics3::Idefics3Config::from_json(&config).map_err(js_err)?;
         let spec = crate::quant::QuantSpec::new(bits, 64).map_err(js_err)?;
-        let tensors = crate::quant::load_time::hqq_tensors(
-            &cfg,
-            &weights,
-            spec,
-            &crate::quant::hqq::HqqOptions::default(),
-            |done, total| {
-                if let Some(f) = &progress {
-                    // A failing progress callback must not fail the load.
-                    let _ = f.call2(
-                        &JsValue::NULL,
-                        &(done as u32).into(),
-                        &(total as u32).into(),
-                    );
-                }
+        let opts = crate::quant::hqq::HqqOptions::default();
+        let report = |done: usize, total: usize| {
+            if let Some(f) = &progress {
+                // A failing progress callback must not fail the load.
+                let _ = f.call2(
+                    &JsValue::NULL,
+                    &(done as u32).into(),
+                    &(total as u32).into(),
+                );
+            }
+        };
+        let choice = Choice::parse(backend.as_deref()).map_err(js_err)?;
+        let (engine, fallback) = Engine::open(
+            choice,
+            |b| {
+                let sink = hqq_sink(b, &cfg, &weights, spec, &opts, report)?;
+                load_from_sink(sink, &tokenizer)
+            },
+            |b| {
+                let sink = hqq_sink(b, &cfg, &weights, spec, &opts, report)?;
+                load_from_sink(sink, &tokenizer)
             },
         )
+        .await
         .map_err(js_err)?;
         drop(weights);
-        let files = ModelFiles::Quantized {
-            config,
-            tokenizer,
-            tensors,
-        };
-        Self::open(files, selector, calibration, backend).await
+        Self::finish(engine, fallback, selector, calibration, t)
     }
 
-    async fn open(
-        files: ModelFiles,
+    fn finish(
+        engine: Engine,
+        fallback: Option<String>,
         selector: Option<Vec<u8>>,
         calibration: Option<Vec<u8>>,
-        backend: Option<String>,
+        t: f64,
     ) -> std::result::Result<RelVqa, JsError> {
-        let t = performance_now();
-        let choice = Choice::parse(backend.as_deref()).map_err(js_err)?;
-        let (engine, fallback) = Engine::open(choice, files).await.map_err(js_err)?;
         let conf = Confidence::from_bytes(
             selector.as_deref(),
             calibration.as_deref(),
@@ -449,11 +415,39 @@ impl RelVqa {
                 state: RefCell::new(State {
                     engine: Rc::new(engine),
                     fallback,
+                    gpu_lost: None,
                 }),
                 conf,
             }),
             load_ms: performance_now() - t,
         })
+    }
+
+    /// The `compile` stage of a load: a one-token answer on a blank image so that WebGPU
+    /// creates every pipeline now rather than in the first question. Resolves to its milliseconds (0
+    /// on the CPU). A GPU failure here sets `gpuLost`, as in `ask`.
+    #[wasm_bindgen(js_name = warmUp)]
+    pub fn warm_up(&self) -> js_sys::Promise {
+        let inner = self.inner.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let t = performance_now();
+            let engine = inner.engine();
+            if let Err(e) = engine.warm_up().await {
+                if gpu_gave_out(&e) {
+                    inner.state.borrow_mut().gpu_lost = Some(e.to_string());
+                }
+                return Err(JsValue::from(js_err(e)));
+            }
+            Ok(JsValue::from_f64(performance_now() - t))
+        })
+    }
+
+    /// Why WebGPU gave out (device lost, out of memory, a limit) during an answer or the
+    /// warm-up: load the model again on the CPU and set `fallback` to this. Undefined
+    /// otherwise.
+    #[wasm_bindgen(getter, js_name = gpuLost)]
+    pub fn gpu_lost(&self) -> Option<String> {
+        self.inner.state.borrow().gpu_lost.clone()
     }
 
     /// Which backend answers now: `webgpu` or `cpu`.
@@ -472,6 +466,13 @@ impl RelVqa {
     #[wasm_bindgen(getter)]
     pub fn fallback(&self) -> Option<String> {
         self.inner.state.borrow().fallback.clone()
+    }
+
+    /// Set by the worker on a model it loaded again on the CPU after `gpuLost`, so that
+    /// answers say why they come from the CPU.
+    #[wasm_bindgen(setter)]
+    pub fn set_fallback(&self, why: Option<String>) {
+        self.inner.state.borrow_mut().fallback = why;
     }
 
     /// Milliseconds `load` spent opening the backend and building the model from bytes.

@@ -21,42 +21,10 @@ use crate::eval::reliability::{mixed, mixture_result, MixtureResult};
 use crate::eval::shapes::Split;
 use crate::metrics::CurvePoint;
 use crate::model::generate::Vqa;
-use crate::model::loader::{load_from_bytes, load_from_package};
-use crate::package::{LoadedTensor, Manifest};
+use crate::model::loader::load_from_bytes;
 use crate::selector::mlp::Selector;
 use crate::selector::store::{self, SELECTOR_FILE};
-use crate::web_stream::PackageLoader;
-
-/// What a session is built from: a model directory's files or a streamed package.
-enum Source {
-    Dir {
-        config: Vec<u8>,
-        tokenizer: Vec<u8>,
-        weights: Vec<u8>,
-    },
-    Package {
-        manifest: Box<Manifest>,
-        tokenizer: Vec<u8>,
-        tensors: Vec<LoadedTensor>,
-    },
-}
-
-impl Source {
-    fn load<B: crate::backend::Backend>(self, b: B) -> Result<Vqa<B>> {
-        match self {
-            Source::Dir {
-                config,
-                tokenizer,
-                weights,
-            } => load_from_bytes(b, &config, &tokenizer, &weights),
-            Source::Package {
-                manifest,
-                tokenizer,
-                tensors,
-            } => load_from_package(b, &manifest, &tokenizer, tensors),
-        }
-    }
-}
+use crate::web_stream::{Built, PackageLoader};
 
 fn js_err(e: Error) -> JsError {
     JsError::new(&e.to_string())
@@ -123,52 +91,19 @@ impl BenchSession {
         selector: Option<Vec<u8>>,
         backend: String,
     ) -> std::result::Result<BenchSession, JsError> {
-        let source = Source::Dir {
-            config,
-            tokenizer,
-            weights,
-        };
-        Self::open(source, selector, backend).await
-    }
-
-    /// From a package streamed into `loader` (as the page's worker does) and its tokenizer and
-    /// Selector files, checked against the manifest, on `backend` (`webgpu` or `cpu`).
-    #[wasm_bindgen(js_name = loadPackage)]
-    pub async fn load_package(
-        loader: PackageLoader,
-        tokenizer: Vec<u8>,
-        selector: Option<Vec<u8>>,
-        backend: String,
-    ) -> std::result::Result<BenchSession, JsError> {
-        let (manifest, tensors) = loader.into_parts().map_err(js_err)?;
-        manifest
-            .verify_file(&manifest.tokenizer.file, &tokenizer)
-            .map_err(js_err)?;
-        if let Some(b) = &selector {
-            manifest.verify_file(SELECTOR_FILE, b).map_err(js_err)?;
-        }
-        let source = Source::Package {
-            manifest: Box::new(manifest),
-            tokenizer,
-            tensors,
-        };
-        Self::open(source, selector, backend).await
-    }
-
-    async fn open(
-        source: Source,
-        selector: Option<Vec<u8>>,
-        backend: String,
-    ) -> std::result::Result<BenchSession, JsError> {
         let (engine, adapter) = match backend.as_str() {
             "cpu" => (
-                Engine::Cpu(source.load(CpuBackend::new()).map_err(js_err)?),
+                Engine::Cpu(
+                    load_from_bytes(CpuBackend::new(), &config, &tokenizer, &weights)
+                        .map_err(js_err)?,
+                ),
                 None,
             ),
             "webgpu" => {
                 let b = WgpuBackend::new().await.map_err(js_err)?;
                 let adapter = b.context().info().adapter.clone();
-                (Engine::Gpu(source.load(b).map_err(js_err)?), Some(adapter))
+                let v = load_from_bytes(b, &config, &tokenizer, &weights).map_err(js_err)?;
+                (Engine::Gpu(v), Some(adapter))
             }
             other => {
                 return Err(js_err(Error::Invalid(format!(
@@ -176,6 +111,49 @@ impl BenchSession {
                 ))))
             }
         };
+        Self::open(engine, adapter, selector, backend)
+    }
+
+    /// From a package streamed into `loader` (as the page's worker does: each tensor is on
+    /// the loader's backend already) and its tokenizer and Selector files, checked against
+    /// the manifest. `backend` (`webgpu` or `cpu`) must be the loader's: a benchmark never
+    /// falls back silently.
+    #[wasm_bindgen(js_name = loadPackage)]
+    pub async fn load_package(
+        loader: PackageLoader,
+        tokenizer: Vec<u8>,
+        selector: Option<Vec<u8>>,
+        backend: String,
+    ) -> std::result::Result<BenchSession, JsError> {
+        if loader.backend_name() != backend {
+            return Err(js_err(Error::Invalid(format!(
+                "the benchmark asked for `{backend}` but the package was loaded on `{}`{}",
+                loader.backend_name(),
+                loader
+                    .fallback()
+                    .map(|f| format!(" ({f})"))
+                    .unwrap_or_default()
+            ))));
+        }
+        let m = loader.manifest();
+        m.verify_file(&m.tokenizer.file, &tokenizer)
+            .map_err(js_err)?;
+        if let Some(b) = &selector {
+            m.verify_file(SELECTOR_FILE, b).map_err(js_err)?;
+        }
+        let (engine, adapter) = match loader.build(&tokenizer).map_err(js_err)?.1 {
+            Built::Cpu(v) => (Engine::Cpu(v), None),
+            Built::Gpu(v, adapter) => (Engine::Gpu(v), Some(adapter)),
+        };
+        Self::open(engine, adapter, selector, backend)
+    }
+
+    fn open(
+        engine: Engine,
+        adapter: Option<String>,
+        selector: Option<Vec<u8>>,
+        backend: String,
+    ) -> std::result::Result<BenchSession, JsError> {
         let selector = selector
             .map(|b| store::from_bytes(&b))
             .transpose()

@@ -129,7 +129,8 @@ fn calibrate_writes_thresholds_that_ask_uses() {
 }
 
 /// `relvqa web-models`: each package with the files a browser fetches (Selector and
-/// calibration listed in its manifest) and `index.json` with bytes, f16 first.
+/// calibration listed in its manifest), f16 as a package too, and `index.json` with bytes,
+/// f16 first.
 #[test]
 fn web_models_writes_packages_and_an_index_with_bytes() {
     let tmp = tempfile::tempdir().unwrap();
@@ -157,7 +158,7 @@ fn web_models_writes_packages_and_an_index_with_bytes() {
     let vs = index["variants"].as_array().unwrap();
     let names: Vec<&str> = vs.iter().map(|v| v["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["f16", "hqq4"]);
-    assert_eq!(vs[0]["kind"], "dir");
+    assert_eq!(vs[0]["kind"], "package");
     assert_eq!(vs[1]["kind"], "package");
     let m = relvqa::package::Manifest::from_json(
         &std::fs::read(out.join("hqq4").join("manifest.json")).unwrap(),
@@ -172,4 +173,22 @@ fn web_models_writes_packages_and_an_index_with_bytes() {
     let (img, s) = write_sample_png(tmp.path(), 0);
     let v = common::ask_json(Some(&out.join("hqq4")), &img, &s.question.text, &[]);
     assert_eq!(v["confidence_source"], "selector");
+    // The f16 package (what the page streams) answers exactly like the model directory.
+    let f16 = common::ask_json(Some(&out.join("f16")), &img, &s.question.text, &[]);
+    let dir = common::ask_json(
+        Some(&common::default_model_dir()),
+        &img,
+        &s.question.text,
+        &[],
+    );
+    for k in [
+        "answer",
+        "confidence",
+        "confidence_source",
+        "abstain",
+        "maxprob",
+    ] {
+        assert_eq!(f16[k], dir[k], "{k}");
+    }
+    assert!(vs[0]["download_bytes"].as_u64() > vs[0]["bytes"].as_u64());
 }

@@ -40,7 +40,7 @@ const formatBytes = (n) => (n === null || n === undefined ? ''
 
 const fmt = (x) => (x === null || x === undefined ? '—' : x.toFixed(3));
 
-const TIMING_ORDER = ['compile', 'fetch', 'load', 'preprocess', 'generate', 'decide'];
+const TIMING_ORDER = ['init', 'fetch', 'load', 'compile', 'preprocess', 'generate', 'decide', 'fallback'];
 
 function formatTimings(t) {
   const keys = Object.keys(t || {}).sort((a, b) =>
@@ -96,7 +96,9 @@ worker.onmessage = (e) => {
     $('model-status').classList.add('ready');
     $('model-status').dataset.ready = 'true';
     $('status-text').textContent = `Model ready on ${backendLabel(m.backend, m.adapter)} `
-      + `(fetch ${m.timings_ms.fetch.toFixed(0)} ms, load ${m.timings_ms.load.toFixed(0)} ms).`;
+      + `(fetch ${m.timings_ms.fetch.toFixed(0)} ms, load ${m.timings_ms.load.toFixed(0)} ms`
+      + `${m.timings_ms.compile > 0 ? `, compile ${m.timings_ms.compile.toFixed(0)} ms` : ''}; `
+      + `${formatBytes(m.stats.wasmMemory)} of wasm memory).`;
     if (currentVariant().kind === 'browser-hqq') {
       $('status-text').textContent += ` Weights quantized in this tab with HQQ int${currentVariant().bits}; `
         + 'confidence and thresholds from the f16 model\'s Selector.';
@@ -104,6 +106,8 @@ worker.onmessage = (e) => {
     $('load-stage').dataset.stage = 'ready';
     $('load-stage').dataset.network = String(m.stats.network);
     $('load-stage').dataset.cache = String(m.stats.cache);
+    $('load-stage').dataset.wasmMemory = String(m.stats.wasmMemory);
+    $('load-stage').dataset.wasmMemoryAtInit = String(m.stats.wasmMemoryAtInit);
     $('load-stage').textContent = m.stats.network + m.stats.cache > 0
       ? `${formatBytes(m.stats.network)} from the network, ${formatBytes(m.stats.cache)} from the browser cache`
       : '';
@@ -238,11 +242,12 @@ $('ask-form').addEventListener('submit', (e) => {
 });
 
 const STAGES = {
-  compile: 'Compiling WebAssembly',
+  init: 'Starting WebAssembly',
   download: 'Downloading',
   verify: 'Verifying checksums',
   resume: 'Connection lost, resuming',
-  upload: 'Uploading weights to the backend',
+  upload: 'Building the model from the uploaded weights',
+  compile: 'Compiling the WebGPU pipelines (a one-token warm-up answer)',
   quantize: 'Quantizing with HQQ in this tab',
 };
 let loadStart = 0;
@@ -258,11 +263,16 @@ function showProgress(m) {
   }
   const stage = $('load-stage');
   stage.dataset.stage = m.stage;
+  // Every stage this load went through, in order (the browser tests read it).
+  const seen = (stage.dataset.stages || '').split(' ').filter(Boolean);
+  if (seen[seen.length - 1] !== m.stage) stage.dataset.stages = [...seen, m.stage].join(' ');
   let text = STAGES[m.stage] || m.stage;
   if (m.stage === 'download' && m.total > 0 && m.source) {
     const secs = Math.max(1e-3, (performance.now() - loadStart) / 1000);
     text += ` ${formatBytes(m.loaded)} of ${formatBytes(m.total)} from the `
       + `${m.source === 'cache' ? 'browser cache' : 'network'} (${formatBytes(m.loaded / secs)}/s)`;
+    if (m.tensors) text += `, ${m.tensors.uploaded} of ${m.tensors.total} tensors on the backend`;
+    if (m.tensors?.quantizeTotal) text += ` (${m.tensors.quantized} of ${m.tensors.quantizeTotal} linears quantized)`;
   } else if (m.stage === 'download' && m.total > 0) {
     text += ` (${m.loaded}/${m.total} files)`;
   } else if (m.stage === 'quantize' && m.total > 0) {
@@ -285,12 +295,14 @@ function loadModel() {
   $('model-status').dataset.ready = 'false';
   $('status-text').textContent = 'Loading the model…';
   $('load-progress').value = 0;
+  $('load-stage').dataset.stages = '';
   updateAskButton();
   const v = currentVariant();
   worker.postMessage({
     type: 'load',
     base: new URL(v.path, MODELS).href,
     kind: v.kind,
+    from: v.from,
     bits: v.bits,
     backend: $('backend-choice').value,
   });
@@ -306,10 +318,11 @@ async function listVariants() {
   }
   // Any bit width without a package: the f16 files, quantized in this tab with HQQ
   // (data-free), confidence from the f16 Selector (src/quant/load_time.rs).
-  const f16 = variants.find((v) => v.kind === 'dir') || F16;
+  // The f16 package is streamed and each linear quantized as it arrives (`from: 'package'`).
+  const f16 = variants.find((v) => v.name === 'f16') || F16;
   for (const bits of [8, 4, 3, 2]) {
     variants.push({
-      name: `hqq${bits}-tab`, path: f16.path, kind: 'browser-hqq', bits, bytes: f16.bytes,
+      name: `hqq${bits}-tab`, path: f16.path, kind: 'browser-hqq', from: f16.kind, bits, bytes: f16.bytes,
       label: `hqq${bits}, quantized in this tab from f16`,
     });
   }

@@ -123,7 +123,7 @@ class RelvqaWidget extends HTMLElement {
 
   onMessage(m) {
     if (m.type === 'progress') {
-      this.el.status.textContent = `Loading the model… (${m.done}/${m.total})`;
+      this.el.status.textContent = `Loading the model… (${m.stage}${m.total > 0 ? ` ${m.loaded}/${m.total}` : ''})`;
     } else if (m.type === 'ready') {
       this.ready = true;
       this.el.status.dataset.ready = 'true';

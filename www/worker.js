@@ -1,28 +1,36 @@
 // The Web Worker that owns the model: the page never blocks on inference.
-// Messages in:  {type: 'load', base, kind, backend, bits}  kind 'dir' (config.json +
+// Messages in:  {type: 'load', base, kind, from, backend, bits}  kind 'dir' (config.json +
 //                 model.safetensors), 'package' (manifest.json + shards) or 'browser-hqq'
-//                 (the f16 directory, quantized here with HQQ to `bits`)
+//                 (the f16 model quantized here with HQQ to `bits`: a package, each linear
+//                 quantized as it arrives, when `from` is 'package'; else the directory)
 //               {type: 'ask', id, image, question, risk}
 //               {type: 'lose-device', id}        (test hook: destroys the WebGPU device)
 //               {type: 'self-test', id}          (every WGSL kernel against the CPU, here)
-// Messages out: {type: 'progress', stage, loaded, total, file, source}
-//                 stage: 'compile' (WebAssembly), 'download' (bytes, from 'network' or
-//                 'cache'; tensors are verified as their bytes arrive), 'verify' (whole-shard
-//                 sha256, tokenizer and Selector files), 'upload' (building the model on the
-//                 backend), 'resume' (a cut download continues with a Range request),
-//                 'quantize' (HQQ in this tab: loaded/total layers)
+// Messages out: {type: 'progress', stage, loaded, total, file, source, tensors}
+//                 stage: 'init' (WebAssembly), 'download' (bytes, from 'network' or 'cache';
+//                 each tensor is verified and put on the backend as its bytes arrive:
+//                 `tensors` = {uploaded, total}), 'verify' (whole-shard sha256, tokenizer and
+//                 Selector files), 'upload' (the model assembled from the weights on the
+//                 backend), 'compile' (WebGPU pipelines, by a one-token warm-up answer), 'resume' (a
+//                 cut download continues with a Range request), 'quantize' (HQQ in this tab
+//                 on the f16 directory: loaded/total layers; on the f16 package the 'download'
+//                 progress counts the linears quantized, `tensors.quantized`)
 //               {type: 'ready', backend, adapter, fallback, timings_ms, stats}
-//                 stats: {network, cache}: shard bytes from each source
+//                 stats: {network, cache}: shard bytes from each source; wasmMemory: bytes
+//                 of wasm linear memory once loaded (its peak: it never shrinks),
+//                 wasmMemoryAtInit: before this load
 //               {type: 'answer', id, result}    {type: 'device-destroyed', id, destroyed}
 //               {type: 'self-test', id, report}
 //               {type: 'error', id?, message}
-import init, { RelVqa, PackageLoader, gpuSelfTest } from './pkg/relvqa.js';
-import { fetchBytes, streamPackage } from './package-stream.js';
+import init, { RelVqa, PackageLoader, gpuSelfTest, wasmMemoryBytes } from './pkg/relvqa.js';
+import { fetchBytes, streamPackage, GpuFailed } from './package-stream.js';
 
 const REQUIRED = ['config.json', 'tokenizer.json', 'model.safetensors'];
 const OPTIONAL = ['selector.safetensors', 'calibration.json'];
 
 let model = null;
+/** The last load message: a WebGPU failure after it loads the same model on the CPU. */
+let loaded = null;
 let loadTimings = {};
 
 async function fetchDir(base) {
@@ -37,51 +45,110 @@ async function fetchDir(base) {
   return files;
 }
 
-async function loadDir({ base, backend }) {
+async function loadDir({ base }, backend) {
   const files = await fetchDir(base);
   postMessage({ type: 'progress', stage: 'upload', loaded: 0, total: 0 });
   return RelVqa.load(
     files['config.json'], files['tokenizer.json'], files['model.safetensors'],
-    files['selector.safetensors'], files['calibration.json'], backend || 'auto',
+    files['selector.safetensors'], files['calibration.json'], backend,
   );
 }
 
 /** The f16 directory quantized in this tab with HQQ (src/quant/load_time.rs). */
-async function loadQuantized({ base, backend, bits }) {
+async function loadQuantizedDir({ base, bits }, backend) {
   const files = await fetchDir(base);
   postMessage({ type: 'progress', stage: 'quantize', loaded: 0, total: 0 });
   return RelVqa.loadQuantized(
     files['config.json'], files['tokenizer.json'], files['model.safetensors'],
-    files['selector.safetensors'], files['calibration.json'], bits, backend || 'auto',
+    files['selector.safetensors'], files['calibration.json'], bits, backend,
     (loaded, total) => postMessage({ type: 'progress', stage: 'quantize', loaded, total }),
   );
 }
 
-async function loadPackage({ base, backend }, stats) {
-  const loader = new PackageLoader(await fetchBytes(`${base}/manifest.json`, true));
-  let taken = false;
+/**
+ * Stream the package's shards into a loader opened on `backend`: each tensor reaches the
+ * backend as soon as it is verified. A GPU failure while uploading restarts the load on the
+ * CPU; the shards already finished come from the Cache API then.
+ */
+async function loadPackage({ base, bits }, backend, stats) {
+  const manifest = await fetchBytes(`${base}/manifest.json`, true);
+  let loader = await PackageLoader.open(manifest, backend, bits);
+  let fallback = null;
   try {
-    const { tokenizer, selector, calibration } = await streamPackage(loader, base, stats, postMessage);
+    let files;
+    try {
+      files = await streamPackage(loader, base, stats, postMessage);
+    } catch (err) {
+      if (!(err instanceof GpuFailed)) throw err;
+      fallback = err.message;
+      loader.free();
+      loader = await PackageLoader.open(manifest, 'cpu', bits);
+      files = await streamPackage(loader, base, stats, postMessage);
+    }
+    postMessage({ type: 'progress', stage: 'upload', loaded: 0, total: 0 });
+    const { tokenizer, selector, calibration } = files;
     // loadPackage takes the loader over (and frees it), whatever the outcome.
-    taken = true;
-    return await RelVqa.loadPackage(loader, tokenizer, selector, calibration, backend || 'auto');
+    const l = loader;
+    loader = null;
+    const m = await RelVqa.loadPackage(l, tokenizer, selector, calibration);
+    if (fallback) m.fallback = fallback;
+    return m;
   } finally {
-    if (!taken) loader.free();
+    loader?.free();
   }
+}
+
+function open(msg, backend, stats) {
+  if (msg.kind === 'package') return loadPackage({ base: msg.base }, backend, stats);
+  if (msg.kind === 'browser-hqq' && msg.from === 'package') return loadPackage(msg, backend, stats);
+  if (msg.kind === 'browser-hqq') return loadQuantizedDir(msg, backend);
+  return loadDir(msg, backend);
+}
+
+/** The `compile` stage: on WebGPU, one warm-up answer creates every pipeline. */
+async function warmUp(m) {
+  if (m.backend !== 'webgpu') return 0;
+  postMessage({ type: 'progress', stage: 'compile', loaded: 0, total: 0 });
+  return m.warmUp();
+}
+
+/**
+ * WebGPU gave out (device lost, out of memory, a limit) in an answer or the warm-up: no host
+ * copy of the weights is kept for this, so the model is loaded again on the CPU, from the
+ * Cache API (packages) or the HTTP cache. Resolves to the milliseconds it took.
+ */
+async function reloadOnCpu(why) {
+  const t = performance.now();
+  model?.free();
+  model = null;
+  model = await open(loaded, 'cpu', { network: 0, cache: 0 });
+  model.fallback = why;
+  return performance.now() - t;
 }
 
 async function load(msg) {
   const t0 = performance.now();
-  postMessage({ type: 'progress', stage: 'compile', loaded: 0, total: 0 });
+  postMessage({ type: 'progress', stage: 'init', loaded: 0, total: 0 });
   await init();
   const t1 = performance.now();
+  const wasmMemoryAtInit = wasmMemoryBytes();
   model?.free();
   model = null;
+  loaded = msg;
   const stats = { network: 0, cache: 0 };
-  if (msg.kind === 'package') model = await loadPackage(msg, stats);
-  else if (msg.kind === 'browser-hqq') model = await loadQuantized(msg);
-  else model = await loadDir(msg);
-  loadTimings = { compile: t1 - t0, fetch: performance.now() - t1 - model.loadMs, load: model.loadMs };
+  model = await open(msg, msg.backend || 'auto', stats);
+  const t2 = performance.now();
+  let warm = 0;
+  try {
+    warm = await warmUp(model);
+  } catch (err) {
+    const why = model.gpuLost;
+    if (!why) throw err;
+    await reloadOnCpu(why);
+  }
+  loadTimings = { init: t1 - t0, fetch: t2 - t1 - model.loadMs, load: model.loadMs, compile: warm };
+  stats.wasmMemoryAtInit = wasmMemoryAtInit;
+  stats.wasmMemory = wasmMemoryBytes();
   postMessage({
     type: 'ready',
     backend: model.backend,
@@ -94,8 +161,18 @@ async function load(msg) {
 
 async function ask({ id, image, question, risk }) {
   if (!model) throw new Error('the model is not loaded yet');
-  const result = await model.ask(new Uint8Array(image), question, risk);
+  let result;
+  let fallbackMs;
+  try {
+    result = await model.ask(new Uint8Array(image), question, risk);
+  } catch (err) {
+    const why = model.gpuLost;
+    if (!why) throw err;
+    fallbackMs = await reloadOnCpu(why);
+    result = await model.ask(new Uint8Array(image), question, risk);
+  }
   result.timings_ms = { ...loadTimings, ...result.timings_ms };
+  if (fallbackMs !== undefined) result.timings_ms.fallback = fallbackMs;
   postMessage({ type: 'answer', id, result });
 }
 

@@ -1,7 +1,9 @@
 //! `relvqa web-models`: the packages the web page offers. Builds (or reuses, from the same
 //! cache as `relvqa eval --variants`) each variant's package and its Selector, copies the files
 //! a browser fetches into `--out/<variant>/`, and writes `--out/index.json` listing every
-//! variant with its bytes, f16 (the model directory `make web` copies to `--out/default`) first.
+//! variant with its bytes, f16 first: the f16 model as a package too (`--out/f16`), so the page
+//! streams it tensor by tensor like the others instead of fetching `model.safetensors` whole
+//! (the model directory `make web` copies to `--out/default` stays, for the widget).
 
 use std::path::{Path, PathBuf};
 
@@ -11,7 +13,11 @@ use super::selector::train_and_store;
 use super::variants::{parse_list, prepare, Variant};
 use crate::error::{Error, Result};
 use crate::model::loader::{load_path, WEIGHTS_FILE};
-use crate::package::{read_model_file, Manifest, MANIFEST_FILE};
+use crate::model::params::host_tensor_from_view;
+use crate::package::{
+    read_model_file, write_model_file, write_package, Manifest, PackageTensor, MANIFEST_FILE,
+    MAX_SHARD_BYTES,
+};
 use crate::selector::store::SELECTOR_FILE;
 use crate::selector::train::SelectorTrainOptions;
 
@@ -74,6 +80,62 @@ fn copy_package(src: &Path, dst: &Path) -> Result<(u64, u64)> {
     Ok((m.total_bytes(), total))
 }
 
+/// The f16 checkpoint `model` as a package in `dst`, with its Selector and calibration: the
+/// same tensors (f16 stays f16, anything else f32), so answers equal the directory's.
+fn write_f16_package(model: &Path, dst: &Path) -> Result<(u64, u64)> {
+    let read = |name: &str| {
+        let p = model.join(name);
+        std::fs::read(&p).map_err(|e| Error::io(p.display().to_string(), e))
+    };
+    let config: serde_json::Value = serde_json::from_slice(&read("config.json")?)
+        .map_err(|e| Error::Config(format!("{}/config.json: {e}", model.display())))?;
+    let tokenizer = read("tokenizer.json")?;
+    let weights = read(WEIGHTS_FILE)?;
+    let st = safetensors::SafeTensors::deserialize(&weights).map_err(|e| Error::WeightsFile {
+        file: model.join(WEIGHTS_FILE).display().to_string(),
+        msg: e.to_string(),
+    })?;
+    let mut tensors = Vec::new();
+    for (name, view) in st.tensors() {
+        let shape = view.shape().to_vec();
+        let t = if view.dtype() == safetensors::Dtype::F16 {
+            PackageTensor::Float {
+                shape,
+                data: view
+                    .data()
+                    .chunks_exact(2)
+                    .map(|c| half::f16::from_le_bytes([c[0], c[1]]))
+                    .collect(),
+            }
+        } else {
+            let h = host_tensor_from_view(&name, &view, &shape)?;
+            PackageTensor::Float32 {
+                shape: h.shape,
+                data: h.data,
+            }
+        };
+        tensors.push((name, t));
+    }
+    write_package(dst, &config, &tokenizer, tensors, MAX_SHARD_BYTES)?;
+    for extra in [SELECTOR_FILE, crate::selector::threshold::CALIBRATION_FILE] {
+        if let Some(bytes) = read_model_file(model, extra)? {
+            write_model_file(dst, extra, &bytes)?;
+        }
+    }
+    // `write_model_file` listed the extras in the manifest on disk, not in `m`.
+    let mpath = dst.join(MANIFEST_FILE);
+    let bytes = std::fs::read(&mpath).map_err(|e| Error::io(mpath.display().to_string(), e))?;
+    let m = Manifest::from_json(&bytes)?;
+    let listed = std::iter::once(MANIFEST_FILE)
+        .chain(std::iter::once(m.tokenizer.file.as_str()))
+        .chain(m.shards.iter().map(|s| s.file.as_str()))
+        .chain(m.files.iter().map(|f| f.file.as_str()));
+    Ok((
+        m.total_bytes(),
+        listed.map(|f| file_len(&dst.join(f))).sum(),
+    ))
+}
+
 fn file_len(p: &Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
@@ -83,18 +145,14 @@ pub fn run(a: WebModelsArgs) -> Result<()> {
     let vs = parse_list(&a.variants)?;
     let prepared = prepare(&a.model, &vs, &a.work)?;
     let mut index = Vec::new();
-    let dir_files = ["config.json", "tokenizer.json", WEIGHTS_FILE];
-    let extras = [SELECTOR_FILE, crate::selector::threshold::CALIBRATION_FILE];
+    let (bytes, download_bytes) = write_f16_package(&a.model, &a.out.join("f16"))?;
+    println!("f16      {bytes:>10} weight bytes, {download_bytes:>10} to download");
     index.push(IndexEntry {
         name: "f16".into(),
-        path: "default".into(),
-        kind: "dir",
-        bytes: file_len(&a.model.join(WEIGHTS_FILE)),
-        download_bytes: dir_files
-            .iter()
-            .chain(extras.iter())
-            .map(|f| file_len(&a.model.join(f)))
-            .sum(),
+        path: "f16".into(),
+        kind: "package",
+        bytes,
+        download_bytes,
     });
     for p in prepared {
         if p.variant == Variant::F16 {

@@ -136,11 +136,31 @@ impl<B: Backend> Vqa<B> {
     }
 
     pub async fn answer_prompt(&self, pixels: &HostTensor, prompt: &Prompt) -> Result<Generation> {
+        self.answer_within(pixels, prompt, self.max_new_tokens)
+            .await
+    }
+
+    /// A throw-away answer of at most one token about a blank image: the prefill and one
+    /// decode step run every kind of op an answer runs (on WebGPU that creates every compute
+    /// pipeline, the page's `compile` stage) at a fraction of a full answer's cost.
+    pub async fn warm_up(&self) -> Result<()> {
+        let s = self.model.cfg.vision_config.image_size;
+        let px = HostTensor::new(vec![1, 3, s, s], vec![0.0; 3 * s * s])?;
+        let prompt = self.prompt("what color is the shape ?")?;
+        self.answer_within(&px, &prompt, 1).await.map(drop)
+    }
+
+    async fn answer_within(
+        &self,
+        pixels: &HostTensor,
+        prompt: &Prompt,
+        max_new_tokens: usize,
+    ) -> Result<Generation> {
         let b = &self.backend;
         let m = &self.model;
         let eou = self.tokenizer.special.end_of_utterance;
         let px = b.upload(pixels)?;
-        let mut cache = m.new_cache(prompt.ids.len() + self.max_new_tokens + 1);
+        let mut cache = m.new_cache(prompt.ids.len() + max_new_tokens + 1);
         let hidden = m.forward_hidden(b, &prompt.ids, 1, Some(&px), Some(&mut cache))?;
         let s = prompt.ids.len();
         let d = m.cfg.text_config.hidden_size;
@@ -158,7 +178,7 @@ impl<B: Backend> Vqa<B> {
         let mut end_prob = None;
         let mut truncated = false;
         let mut stepped = false;
-        for step in 0..=self.max_new_tokens {
+        for step in 0..=max_new_tokens {
             let logits = b.read_f32(&m.logits(b, &last_hidden)?).await?;
             let (tok, p, ent) = pick_greedy(&logits.data).ok_or_else(|| Error::Backend {
                 backend: b.name(),
@@ -169,7 +189,7 @@ impl<B: Backend> Vqa<B> {
                 end_prob = Some(p);
                 break;
             }
-            if step == self.max_new_tokens {
+            if step == max_new_tokens {
                 end_prob = softmax_at(&logits.data, eou);
                 truncated = true;
                 break;

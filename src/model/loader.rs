@@ -2,12 +2,15 @@
 //! `model.safetensors`. The byte-level entry point works everywhere (wasm included); the path
 //! entry point is native only.
 
+use std::collections::BTreeSet;
+
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::model::generate::Vqa;
 use crate::model::idefics3::{Idefics3, Idefics3Config};
 use crate::model::params::SafetensorsParams;
 use crate::model::tokenizer::VqaTokenizer;
+use crate::model::weights::WeightSink;
 
 pub const CONFIG_FILE: &str = "config.json";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
@@ -47,19 +50,39 @@ fn check_tokenizer(cfg: &Idefics3Config, tokenizer: &[u8]) -> Result<VqaTokenize
     Ok(tok)
 }
 
-/// Build a model from a package's manifest, tokenizer bytes and decoded tensors (the
-/// streaming reader's output, on the web or natively).
+/// A [`WeightSink`] for the package `manifest` describes: tensors pushed into it go to
+/// `backend` at once, checked against what the model asks for.
+pub fn package_sink<B: Backend>(
+    backend: B,
+    manifest: &crate::package::Manifest,
+) -> Result<WeightSink<B>> {
+    let cfg = Idefics3Config::from_json(&manifest.config.to_string())?;
+    let names: BTreeSet<&str> = manifest.tensors.iter().map(|t| t.name.as_str()).collect();
+    WeightSink::for_model(backend, &cfg, &|n| names.contains(n))
+}
+
+/// The model from a sink every tensor went into, with the tokenizer's bytes.
+pub fn load_from_sink<B: Backend>(sink: WeightSink<B>, tokenizer: &[u8]) -> Result<Vqa<B>> {
+    let tok = check_tokenizer(sink.config(), tokenizer)?;
+    sink.assemble(tok)
+}
+
+/// Build a model from a package's manifest, tokenizer bytes and decoded tensors.
 pub fn load_from_package<B: Backend>(
     backend: B,
     manifest: &crate::package::Manifest,
     tokenizer: &[u8],
     tensors: Vec<crate::package::LoadedTensor>,
 ) -> Result<Vqa<B>> {
-    load_from_tensors(backend, &manifest.config.to_string(), tokenizer, tensors)
+    let mut sink = package_sink(backend, manifest)?;
+    for t in tensors {
+        sink.accept(t)?;
+    }
+    load_from_sink(sink, tokenizer)
 }
 
-/// Build a model from its config JSON, tokenizer bytes and decoded tensors (a package's, or
-/// those [`crate::quant::load_time::hqq_tensors`] quantized in memory); every tensor must be used.
+/// Build a model from its config JSON, tokenizer bytes and decoded tensors (those
+/// [`crate::quant::load_time::hqq_tensors`] quantized in memory); every tensor must be used.
 pub fn load_from_tensors<B: Backend>(
     backend: B,
     config_json: &str,
@@ -67,19 +90,23 @@ pub fn load_from_tensors<B: Backend>(
     tensors: Vec<crate::package::LoadedTensor>,
 ) -> Result<Vqa<B>> {
     let cfg = Idefics3Config::from_json(config_json)?;
-    let tok = check_tokenizer(&cfg, tokenizer)?;
-    let mut params = crate::package::params::PackageParams::new(backend.clone(), tensors);
-    let model = Idefics3::load(&mut params, &cfg)?;
-    params.check_all_used()?;
-    Ok(Vqa::new(backend, model, tok))
+    let names: BTreeSet<String> = tensors.iter().map(|t| t.name.clone()).collect();
+    let mut sink = WeightSink::for_model(backend, &cfg, &|n| names.contains(n))?;
+    for t in tensors {
+        sink.accept(t)?;
+    }
+    load_from_sink(sink, tokenizer)
 }
 
-/// A model directory or a quantized package directory, whichever `path` is.
+/// A model directory or a quantized package directory, whichever `path` is. A package's
+/// tensors go to the backend one by one as the shards are read, as on the web.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn load_path<B: Backend>(backend: B, path: &std::path::Path) -> Result<Vqa<B>> {
     if crate::package::is_package_dir(path) {
-        let (manifest, tokenizer, tensors) = crate::package::read_package_dir(path)?;
-        load_from_package(backend, &manifest, &tokenizer, tensors)
+        let (manifest, tokenizer) = crate::package::open_package_dir(path)?;
+        let mut sink = package_sink(backend, &manifest)?;
+        crate::package::stream_package_dir(path, &manifest, |t| sink.accept(t))?;
+        load_from_sink(sink, &tokenizer)
     } else {
         load_dir(backend, path)
     }

@@ -10,3 +10,4 @@ pub mod params;
 pub mod prompt;
 pub mod text_gen;
 pub mod tokenizer;
+pub mod weights;

@@ -8,7 +8,6 @@ pub mod codec;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod extra;
 pub mod manifest;
-pub mod params;
 pub mod stream;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod writer;
@@ -63,9 +62,8 @@ mod dir {
         dir.join(MANIFEST_FILE).is_file()
     }
 
-    /// Read and verify a whole package: the manifest, the tokenizer's bytes and every tensor,
-    /// in manifest order.
-    pub fn read_package_dir(dir: &Path) -> Result<(Manifest, Vec<u8>, Vec<LoadedTensor>)> {
+    /// The manifest and the tokenizer's bytes (checked against the manifest's sha256).
+    pub fn open_package_dir(dir: &Path) -> Result<(Manifest, Vec<u8>)> {
         let manifest =
             Manifest::from_json(&read_capped(&dir.join(MANIFEST_FILE), MAX_MANIFEST_BYTES)?)?;
         let tok_path = dir.join(&manifest.tokenizer.file);
@@ -81,9 +79,17 @@ mod dir {
                 manifest.tokenizer.sha256
             )));
         }
+        Ok((manifest, tokenizer))
+    }
 
-        let mut reader = StreamReader::new(&manifest)?;
-        let mut tensors = Vec::with_capacity(manifest.tensors.len());
+    /// Stream every shard of the package in `dir` through the [`StreamReader`], handing each
+    /// tensor to `on_tensor` as soon as it is verified (shard order, offset order within one).
+    pub fn stream_package_dir(
+        dir: &Path,
+        manifest: &Manifest,
+        mut on_tensor: impl FnMut(LoadedTensor) -> Result<()>,
+    ) -> Result<()> {
+        let mut reader = StreamReader::new(manifest)?;
         let mut buf = vec![0u8; READ_CHUNK];
         for (i, shard) in manifest.shards.iter().enumerate() {
             let path = dir.join(&shard.file);
@@ -96,12 +102,24 @@ mod dir {
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(Error::io(shown, e)),
                 };
-                tensors.extend(reader.push(i, buf.get(..n).unwrap_or_default())?);
+                for t in reader.push(i, buf.get(..n).unwrap_or_default())? {
+                    on_tensor(t)?;
+                }
             }
             reader.finish_shard(i)?;
         }
-        reader.finish()?;
+        reader.finish()
+    }
 
+    /// Read and verify a whole package: the manifest, the tokenizer's bytes and every tensor,
+    /// in manifest order.
+    pub fn read_package_dir(dir: &Path) -> Result<(Manifest, Vec<u8>, Vec<LoadedTensor>)> {
+        let (manifest, tokenizer) = open_package_dir(dir)?;
+        let mut tensors = Vec::with_capacity(manifest.tensors.len());
+        stream_package_dir(dir, &manifest, |t| {
+            tensors.push(t);
+            Ok(())
+        })?;
         let order: HashMap<&str, usize> = manifest
             .tensors
             .iter()
@@ -114,4 +132,4 @@ mod dir {
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-pub use dir::{is_package_dir, read_package_dir};
+pub use dir::{is_package_dir, open_package_dir, read_package_dir, stream_package_dir};

@@ -7,6 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
@@ -344,14 +345,23 @@ test('model output is rendered as text, never as HTML', async () => {
   const word = cli.answer.split(' ')[0];
   assert.ok(!s.question.split(' ').includes(word), 'pick a sample whose answer is not in the question');
   const payload = '<img src=x onerror="window.__pwned=1"><b>bold</b>';
-  const tok = JSON.parse(readFileSync(join(ROOT, 'models', 'default', 'tokenizer.json'), 'utf8'));
+  // The page's f16 is a package, whose manifest pins the tokenizer's sha256: serve a manifest
+  // that pins the renamed one.
+  const pkg = join(ROOT, 'models', 'f16');
+  const tok = JSON.parse(readFileSync(join(pkg, 'tokenizer.json'), 'utf8'));
   const vocab = tok.model.vocab;
   assert.ok(word in vocab, `answer word ${word} is in the vocabulary`);
   vocab[payload] = vocab[word];
   delete vocab[word];
+  const body = JSON.stringify(tok);
+  const manifest = JSON.parse(readFileSync(join(pkg, 'manifest.json'), 'utf8'));
+  manifest.tokenizer.sha256 = createHash('sha256').update(body).digest('hex');
   const page = await gpuBrowser.newPage();
-  await page.route('**/models/default/tokenizer.json', (route) => route.fulfill({
-    status: 200, contentType: 'application/json', body: JSON.stringify(tok),
+  await page.route(`**/models/f16/${manifest.tokenizer.file}`, (route) => route.fulfill({
+    status: 200, contentType: 'application/json', body,
+  }));
+  await page.route('**/models/f16/manifest.json', (route) => route.fulfill({
+    status: 200, contentType: 'application/json', body: JSON.stringify(manifest),
   }));
   await page.goto(url);
   await page.waitForSelector('#model-status[data-ready="true"]', { timeout: LOAD_TIMEOUT_MS });

@@ -2,7 +2,8 @@
 // the variant choice with bytes, an answer from a streamed package like `relvqa ask --json` on
 // it, the Cache API on a repeat visit, a network cut mid-shard resumed with a Range request
 // (no byte fetched twice), a corrupted shard (clear message naming it, cache entry dropped),
-// and the messages for a non-image upload and an empty question.
+// WebGPU (load stages, wasm memory below the CPU backend's, the CPU fallback after a device
+// loss read from the Cache API) and the messages for a non-image upload and an empty question.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -23,6 +24,11 @@ const CHROMIUM_ARGS = [
   '--disable-sync', '--no-first-run',
 ];
 const CACHE = 'relvqa-shards-v1';
+// What a WebGPU load may add to wasm memory beyond the tensors' bytes: the wgpu device
+// (0.26 MB measured), the Selector (a 236 kB file and its weights), the tokenizer, one 256 KiB
+// pushed piece (www/package-stream.js) and the transient copies of the tensor being uploaded
+// (the largest is 128 kB of f16, held at most as bytes, f16, f32 and the mapped range).
+const MEMORY_MARGIN = 1 << 20;
 
 let server;
 let url;
@@ -211,12 +217,27 @@ test('a corrupted shard stops the load naming the shard, and its cache entry is 
   await page.close();
 });
 
-test('a streamed int4 package answers on WebGPU', async () => {
+test('a streamed int4 package answers on WebGPU; after a device loss it is read again from the Cache API onto the CPU', async () => {
   const variant = 'mbq4';
+  // Other tests fetch mbq4 too; this one counts from here, in a fresh profile.
+  const servedBefore = shardBytesServed(variant);
   const browser = await launch({ webgpu: true });
-  const { page, errors } = await open(browser, `?backend=webgpu&variant=${variant}`);
+  const { page, errors } = await open(browser, `?backend=webgpu&variant=${variant}&debug`);
   await waitReady(page);
   assert.equal(await page.getAttribute('#model-status', 'data-backend'), 'webgpu');
+  // Each tensor went to the GPU as it arrived; then the model was assembled and the WebGPU
+  // pipelines compiled by a warm-up answer.
+  assert.match(await page.getAttribute('#load-stage', 'data-stages'),
+    /^init download( verify| download)* upload compile$/);
+  // No host copy of the weights is kept on WebGPU: wasm memory grows during the load by less
+  // than the package's tensor bytes plus MEMORY_MARGIN (the old path, holding every decoded
+  // tensor, grew by 4.1 MB on hqq4's 1.4 MB; this one by 1.2 MB), and it stays below what the
+  // same package needs on the CPU backend, which holds every weight in wasm memory.
+  const gpuMemory = Number(await page.getAttribute('#load-stage', 'data-wasm-memory'));
+  const growth = gpuMemory - Number(await page.getAttribute('#load-stage', 'data-wasm-memory-at-init'));
+  assert.ok(growth < shardTotal(variant) + MEMORY_MARGIN,
+    `wasm memory grew by ${growth} bytes loading ${shardTotal(variant)} bytes of tensors on WebGPU`);
+  // `relvqa ask` runs on the CPU backend.
   const cli = JSON.parse(execFileSync(BIN, [
     'ask', '--json', '--model', join(ROOT, 'models', variant), '--image', join(dataDir, sample.image),
     '--question', sample.question, '--risk', '0.05',
@@ -230,8 +251,27 @@ test('a streamed int4 package answers on WebGPU', async () => {
   // The GPU dequantizes exactly; the CPU kernels round activations to int8 (ARCHITECTURE.md).
   const conf = Number(await page.getAttribute('#result', 'data-confidence'));
   assert.ok(Math.abs(conf - cli.confidence) < 2e-2, `confidence ${conf} vs ${cli.confidence}`);
+
+  const served = shardBytesServed(variant);
+  assert.equal(served - servedBefore, shardTotal(variant));
+  assert.equal(await page.evaluate(() => window.relvqaDebug.loseDevice()), true);
+  await page.evaluate(() => { document.getElementById('result').hidden = true; });
+  await page.click('#ask');
+  await page.waitForSelector('#result:not([hidden])', { timeout: LOAD_TIMEOUT_MS });
+  assert.equal(await page.getAttribute('#backend', 'data-backend'), 'cpu');
+  assert.match(await page.textContent('#backend-notice'), /WebGPU failed: gpu \(device lost\)/);
+  assert.equal(shardBytesServed(variant), served, 'the CPU fallback read the Cache API, not the network');
+  assert.equal(await page.textContent('#answer'), cli.answer);
+  const cpuConf = Number(await page.getAttribute('#result', 'data-confidence'));
+  assert.ok(Math.abs(cpuConf - cli.confidence) < 1e-4, `confidence ${cpuConf} vs ${cli.confidence}`);
   assert.deepEqual(errors, []);
   await page.close();
+
+  const cpu = await open(browser, `?backend=cpu&variant=${variant}`);
+  await waitReady(cpu.page);
+  const cpuMemory = Number(await cpu.page.getAttribute('#load-stage', 'data-wasm-memory'));
+  assert.ok(gpuMemory < cpuMemory, `wasm memory on WebGPU ${gpuMemory} vs on the CPU ${cpuMemory}`);
+  await cpu.page.close();
 });
 
 test('a non-image upload and an empty question get clear messages', async () => {
