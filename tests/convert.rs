@@ -352,6 +352,39 @@ fn gguf_conversion_restores_hugging_face_layout_and_generates() {
     assert!(p["perplexity"]
         .as_f64()
         .is_some_and(|x| x.is_finite() && x > 1.0));
+
+    // `bench model` measures both (numbers are printed, never asserted beyond being there).
+    let json = tmp.path().join("bench.json");
+    let models = format!("{},{}", out.display(), pkg.display());
+    let o = relvqa(&[
+        "bench",
+        "model",
+        "--models",
+        &models,
+        "--prompt-tokens",
+        "8",
+        "--new-tokens",
+        "3",
+        "--reps",
+        "1",
+        "--json",
+        json.to_str().unwrap_or(""),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(&json).expect("bench json")).expect("json");
+    assert_eq!(rows.len(), 2);
+    for r in &rows {
+        for k in [
+            "weight_bytes",
+            "load_ms",
+            "prefill_tokens_per_s",
+            "decode_tokens_per_s",
+        ] {
+            assert!(r[k].as_f64().is_some_and(|x| x > 0.0), "{k} in {r}");
+        }
+    }
+    assert!(rows[1]["weight_bytes"].as_f64() < rows[0]["weight_bytes"].as_f64());
 }
 
 fn convert_err(path: &Path) -> String {

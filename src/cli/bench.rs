@@ -28,6 +28,9 @@ pub struct BenchArgs {
 enum BenchCmd {
     /// Fused int-N kernels vs candle Q4_0 and f32, against measured memory bandwidth.
     Kernels(KernelsArgs),
+    /// Whole models: weight bytes, load time, prefill and decode tokens/s (`--synthetic`: a
+    /// random SmolVLM-256M-shaped model and its HQQ packages).
+    Model(super::bench_model::ModelBenchArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -57,6 +60,7 @@ enum CacheMode {
 pub fn run(a: BenchArgs) -> Result<()> {
     match a.cmd {
         BenchCmd::Kernels(k) => kernels(k),
+        BenchCmd::Model(m) => super::bench_model::run(m),
     }
 }
 

@@ -3,6 +3,7 @@
 mod ask;
 mod bench;
 mod bench_gpu;
+mod bench_model;
 mod calibrate;
 mod convert;
 mod dataset;

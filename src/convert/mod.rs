@@ -304,6 +304,23 @@ pub fn convert_gguf(
     seed: u64,
 ) -> Result<ConvertReport> {
     let g = gguf::read_llama(src)?;
+    let prov = serde_json::json!({
+        "source": src.file_name().map(|f| f.to_string_lossy().to_string()),
+        "source_sha256": sha256_file(src)?,
+        "source_format": "gguf",
+        "text_model": "real: dequantized from the GGUF to f32, stored as f16 (Q/K rows un-permuted from llama.cpp's RoPE layout)",
+    });
+    convert_llama(g, out, vision, seed, prov)
+}
+
+/// A Llama decoder (read from GGUF, or [`synthetic_smollm2`]) -> Idefics3 model directory.
+pub fn convert_llama(
+    g: gguf::GgufLlama,
+    out: &Path,
+    vision: VisionShape,
+    seed: u64,
+    source: serde_json::Value,
+) -> Result<ConvertReport> {
     let cfg = idefics3_config(&g, vision)?;
     let tok = tokenizer::from_gguf(&g, cfg.text_config.vocab_size)?;
     let tok_json = tok
@@ -323,17 +340,17 @@ pub fn convert_gguf(
         "chat_template": g.chat_template,
     });
     let source_types: BTreeMap<_, _> = g.source_types.iter().collect();
-    let prov = serde_json::json!({
-        "source": src.file_name().map(|f| f.to_string_lossy().to_string()),
-        "source_sha256": sha256_file(src)?,
-        "source_format": "gguf",
-        "source_tensor_types": source_types,
-        "text_model": "real: dequantized from the GGUF to f32, stored as f16 (Q/K rows un-permuted from llama.cpp's RoPE layout)",
+    let mut prov = source;
+    prov["source_tensor_types"] = serde_json::json!(source_types);
+    let rest = serde_json::json!({
         "vision_model": format!("RANDOM: seeded (seed {seed}) with transformers' init; no real SmolVLM vision weights are reachable here, so image answers are meaningless"),
         "vision_shape": format!("{vision:?}"),
         "vocab": format!("{} text tokens + Idefics3 tokens, padded to {}", g.vocab.len(), cfg.text_config.vocab_size),
         "seed": seed,
     });
+    if let (Some(p), Some(r)) = (prov.as_object_mut(), rest.as_object()) {
+        p.extend(r.clone());
+    }
     let params = ConvertParams::new(g.tensors, Some(seed));
     write_model_dir(out, &cfg, &tok_json, &tc, params, prov)
 }
@@ -408,4 +425,121 @@ pub fn convert_hf_dir(src: &Path, out: &Path) -> Result<ConvertReport> {
     });
     let params = ConvertParams::new(real, None);
     write_model_dir(out, &cfg, &tok_json, &tc, params, prov)
+}
+
+/// A random Llama with SmolLM2-135M's shapes (576 hidden, 30 layers, 9/3 heads, 1536 FFN,
+/// 49152 tokens: the 256 byte-level symbols, then placeholders, no merges). Speed does not
+/// depend on weight values, so `relvqa bench model --synthetic` measures real-size speed on
+/// machines the 98 MB GGUF cannot be copied to.
+pub fn synthetic_smollm2(seed: u64) -> Result<gguf::GgufLlama> {
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, Normal};
+    let (hidden, ffn, layers, heads, kv, vocab_n) = (576, 1536, 30, 9, 3, 49152);
+    let hd = hidden / heads;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let normal = Normal::new(0f32, 0.02).map_err(|e| Error::Invalid(e.to_string()))?;
+    let mut tensors = HashMap::new();
+    let mut add = |name: String, shape: Vec<usize>, norm: bool| {
+        let n: usize = shape.iter().product();
+        let data = if norm {
+            vec![1.0; n]
+        } else {
+            (0..n).map(|_| normal.sample(&mut rng)).collect()
+        };
+        tensors.insert(name, (shape, data));
+    };
+    let p = "model.text_model";
+    add(
+        format!("{p}.embed_tokens.weight"),
+        vec![vocab_n, hidden],
+        false,
+    );
+    add(format!("{p}.norm.weight"), vec![hidden], true);
+    for l in 0..layers {
+        let q = format!("{p}.layers.{l}");
+        add(
+            format!("{q}.self_attn.q_proj.weight"),
+            vec![hidden, hidden],
+            false,
+        );
+        add(
+            format!("{q}.self_attn.k_proj.weight"),
+            vec![kv * hd, hidden],
+            false,
+        );
+        add(
+            format!("{q}.self_attn.v_proj.weight"),
+            vec![kv * hd, hidden],
+            false,
+        );
+        add(
+            format!("{q}.self_attn.o_proj.weight"),
+            vec![hidden, hidden],
+            false,
+        );
+        add(
+            format!("{q}.mlp.gate_proj.weight"),
+            vec![ffn, hidden],
+            false,
+        );
+        add(format!("{q}.mlp.up_proj.weight"), vec![ffn, hidden], false);
+        add(
+            format!("{q}.mlp.down_proj.weight"),
+            vec![hidden, ffn],
+            false,
+        );
+        add(format!("{q}.input_layernorm.weight"), vec![hidden], true);
+        add(
+            format!("{q}.post_attention_layernorm.weight"),
+            vec![hidden],
+            true,
+        );
+    }
+    let mut vocab: Vec<String> = vec![
+        "<|endoftext|>".into(),
+        "<|im_start|>".into(),
+        "<|im_end|>".into(),
+    ];
+    vocab.extend(byte_level_symbols());
+    while vocab.len() < vocab_n {
+        vocab.push(format!("<tok_{}>", vocab.len()));
+    }
+    let mut token_types = vec![1; vocab_n];
+    token_types[..3].fill(3);
+    Ok(gguf::GgufLlama {
+        hidden,
+        intermediate: ffn,
+        layers,
+        heads,
+        kv_heads: kv,
+        context: 8192,
+        rope_theta: 100000.0,
+        rms_eps: 1e-5,
+        vocab,
+        token_types,
+        merges: Vec::new(),
+        bos: Some(1),
+        eos: Some(2),
+        chat_template: None,
+        tensors,
+        source_types: HashMap::new(),
+    })
+}
+
+/// GPT-2's byte-to-unicode table: the 256 symbols a byte-level BPE vocabulary starts from.
+fn byte_level_symbols() -> Vec<String> {
+    let printable =
+        |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+    let mut extra = 0;
+    (0u32..256)
+        .map(|b| {
+            let c = if printable(b) {
+                b
+            } else {
+                extra += 1;
+                255 + extra
+            };
+            char::from_u32(c).map(String::from).unwrap_or_default()
+        })
+        .collect()
 }
