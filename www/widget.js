@@ -4,8 +4,9 @@
 //   <script type="module" src="https://host/relvqa/widget.js"></script>
 //   <relvqa-widget risk="0.05" backend="auto"></relvqa-widget>
 //
-// Attributes: `model` (URL of a model directory; default: models/<variant> beside this
-// script), `variant` (default `default`, the shipped f16 model), `risk` (0.01, 0.05, 0.1 or
+// Attributes: `model` (URL of a package, streamed tensor by tensor, or of a Hugging Face model
+// directory; default: models/<variant> beside this script), `variant` (default `f16`, the
+// shipped model as a package; `hqq4`, `mbq4`, ... as `make web` builds them), `risk` (0.01, 0.05, 0.1 or
 // 0.2; default 0.05), `backend` (auto, webgpu or cpu; default auto). Each widget owns a Web
 // Worker (the page's worker.js) and a shadow root, so the host page's styles and scripts and
 // the widget's cannot reach each other. Model output is inserted as text, never as HTML.
@@ -100,7 +101,7 @@ class RelvqaWidget extends HTMLElement {
   modelUrl() {
     const model = this.getAttribute('model');
     if (model) return new URL(model, document.baseURI).href.replace(/\/$/, '');
-    const variant = this.getAttribute('variant') || 'default';
+    const variant = this.getAttribute('variant') || 'f16';
     return new URL(`models/${encodeURIComponent(variant)}`, HERE).href;
   }
 

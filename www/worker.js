@@ -70,8 +70,8 @@ async function loadQuantizedDir({ base, bits }, backend) {
  * backend as soon as it is verified. A GPU failure while uploading restarts the load on the
  * CPU; the shards already finished come from the Cache API then.
  */
-async function loadPackage({ base, bits }, backend, stats) {
-  const manifest = await fetchBytes(`${base}/manifest.json`, true);
+async function loadPackage({ base, bits, manifest: known }, backend, stats) {
+  const manifest = known ?? await fetchBytes(`${base}/manifest.json`, true);
   let loader = await PackageLoader.open(manifest, backend, bits);
   let fallback = null;
   try {
@@ -98,10 +98,16 @@ async function loadPackage({ base, bits }, backend, stats) {
   }
 }
 
-function open(msg, backend, stats) {
+async function open(msg, backend, stats) {
   if (msg.kind === 'package') return loadPackage({ base: msg.base }, backend, stats);
   if (msg.kind === 'browser-hqq' && msg.from === 'package') return loadPackage(msg, backend, stats);
   if (msg.kind === 'browser-hqq') return loadQuantizedDir(msg, backend);
+  // A model named only by URL (the widget's `model` attribute): a package, which has a
+  // manifest, streams tensor by tensor; a plain Hugging Face directory is fetched whole.
+  if (!msg.kind) {
+    const manifest = await fetchBytes(`${msg.base}/manifest.json`, false);
+    if (manifest) return loadPackage({ base: msg.base, manifest }, backend, stats);
+  }
   return loadDir(msg, backend);
 }
 

@@ -214,12 +214,19 @@ test('the widget page embeds two independent widgets and an iframe, answering li
   const page = await gpuBrowser.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
+  // Workers' fetches count too: the widgets' model requests show how they loaded.
+  const requested = [];
+  page.context().on('request', (r) => requested.push(r.url()));
   await page.goto(`${url}embed.html`);
   // Playwright's CSS selectors pierce open shadow roots.
   for (const id of ['careful', 'relaxed']) {
     await page.waitForSelector(`#${id} .status[data-ready="true"]`, { timeout: LOAD_TIMEOUT_MS });
   }
   assert.equal(await page.getAttribute('#relaxed .status', 'data-backend'), 'cpu');
+  // The default widget streams the f16 package (tensor by tensor), not the whole checkpoint.
+  assert.ok(requested.some((u) => u.endsWith('/models/f16/manifest.json')), 'no package manifest fetched');
+  assert.ok(!requested.some((u) => u.includes('/models/default/model.safetensors')),
+    'a widget fetched the whole model.safetensors');
   const s = samples[0];
   const image = join(dataDir, s.image);
   for (const [id, risk] of [['careful', '0.01'], ['relaxed', '0.2']]) {
