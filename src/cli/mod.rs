@@ -1,9 +1,10 @@
-//! Command-line interface (native only): `train`, `ask`, `eval`, `bench`.
+//! Command-line interface (native only): `train`, `ask`, `eval`, `bench`, `check-reference`, ….
 
 mod ask;
 mod bench;
 mod bench_gpu;
 mod calibrate;
+mod check_reference;
 mod dataset;
 mod demo;
 mod eval;
@@ -62,6 +63,9 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Serve the built web page (`make web` → dist/web) over HTTP, with Range requests.
     Serve(serve::ServeArgs),
+    /// Compare the model with a transformers golden file (tools/golden/): max |Δlogit| and
+    /// greedy ids; exit code 0 only when both agree.
+    CheckReference(check_reference::CheckReferenceArgs),
     /// Write the packages the web page offers (and models/index.json) into its models folder.
     WebModels(web_models::WebModelsArgs),
 }
@@ -80,6 +84,7 @@ pub fn main() -> ExitCode {
         Cmd::Selector(a) => selector::run(a),
         Cmd::Serve(a) => serve::run(a),
         Cmd::WebModels(a) => web_models::run(a),
+        Cmd::CheckReference(a) => check_reference::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,7 @@
 //! Model definitions, written once against [`crate::backend::Backend`].
 
 pub mod generate;
+pub mod golden;
 pub mod idefics3;
 pub mod image;
 pub mod linear;

@@ -1,0 +1,242 @@
+#!/usr/bin/env python3
+"""Golden fixture for relvqa's Idefics3 model: a tiny random Idefics3ForConditionalGeneration
+run by Hugging Face transformers, written as a model directory plus the inputs and outputs
+`relvqa check-reference` compares against.
+
+The configuration deliberately differs from relvqa's shipped default model in the ways real
+SmolVLM / Idefics3 checkpoints do (see tools/golden/README.md for the list and why). Weights are
+random (seeded) and rescaled so logits spread over several units: a check at 1e-4 then means
+something, and greedy ids are not decided by near-ties.
+
+Writes OUT/config.json, OUT/model.safetensors (f32, as `save_pretrained` writes them),
+OUT/tokenizer.json (our loader needs one; no test tokenizes with it yet) and
+OUT/golden.safetensors with input_ids, pixel_values, pixel_attention_mask, logits and generated.
+Needs torch + transformers; runs offline. Not used by the Rust build, the tests or CI.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import inspect  # noqa: E402
+
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: E402
+from tokenizers import AddedToken  # noqa: E402
+from transformers import DynamicCache, Idefics3Config, Idefics3ForConditionalGeneration  # noqa: E402
+
+# Special tokens at the END of the vocabulary, as in real SmolVLM tokenizers (ids ~49k there):
+# ids and config.image_token_id must be read, never assumed to be small.
+SPECIALS = [
+    "<|im_start|>",
+    "<end_of_utterance>",
+    "<fake_token_around_image>",
+    "<global-img>",
+    "<image>",
+    "<pad>",
+]
+VOCAB = 128
+NEW_TOKENS = 8
+
+
+def make_config() -> Idefics3Config:
+    special_base = VOCAB - len(SPECIALS)
+    image_token_id = special_base + SPECIALS.index("<image>")
+    text = dict(
+        model_type="llama",
+        vocab_size=VOCAB,
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=6,
+        num_key_value_heads=2,  # GQA ratio 3, as SmolVLM-256M (9 heads / 3 KV heads)
+        head_dim=12,  # heads * head_dim = 72 != hidden_size 48: head_dim is not hidden / heads
+        max_position_embeddings=256,
+        rms_norm_eps=1e-6,
+        rope_theta=100000.0,  # SmolVLM's; transformers 5 writes it as rope_parameters.rope_theta
+        hidden_act="silu",
+        attention_bias=False,
+        mlp_bias=False,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=special_base + SPECIALS.index("<end_of_utterance>"),
+        pad_token_id=special_base + SPECIALS.index("<pad>"),
+    )
+    vision = dict(
+        model_type="idefics3_vision",
+        hidden_size=48,
+        intermediate_size=80,
+        num_hidden_layers=2,
+        num_attention_heads=3,  # head_dim 16
+        num_channels=3,
+        image_size=48,
+        patch_size=8,  # 6 patches a side: not a power of two (Idefics3-8B has 26)
+        hidden_act="gelu_pytorch_tanh",
+        layer_norm_eps=1e-6,
+    )
+    return Idefics3Config(
+        text_config=text,
+        vision_config=vision,
+        scale_factor=3,  # 6x6 patches -> 2x2 = 4 image tokens, each 9 patches deep
+        image_token_id=image_token_id,
+        tie_word_embeddings=True,  # SmolVLM-256M/500M tie lm_head to the embeddings
+    )
+
+
+def rescale_(model: torch.nn.Module, gen: torch.Generator) -> None:
+    """Re-draw every parameter with scales that keep activations O(1) through the tiny net."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name and name.endswith("weight"):
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen))
+            elif name.endswith("bias"):
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+            elif "embed_tokens" in name:
+                # Small enough that the tied lm_head does not just echo the last token back.
+                p.copy_(0.3 * torch.randn(p.shape, generator=gen))
+            elif "position_embedding" in name:
+                p.copy_(torch.randn(p.shape, generator=gen))
+            else:
+                fan_in = p[0].numel()
+                p.copy_(torch.randn(p.shape, generator=gen) / fan_in**0.5)
+
+
+def make_tokenizer(path: str) -> None:
+    """A word-level tokenizer: words w0.. then the specials at the end of the vocabulary."""
+    words = VOCAB - len(SPECIALS)
+    vocab = {f"w{i}": i for i in range(words)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="w0"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    # Added tokens get the next ids, words .. VOCAB-1, in this order.
+    tok.add_special_tokens([AddedToken(s, special=True) for s in SPECIALS])
+    for i, s in enumerate(SPECIALS):
+        assert tok.token_to_id(s) == words + i, (s, tok.token_to_id(s))
+    tok.save(path)
+
+
+def prompt_ids(cfg: Idefics3Config, gen: torch.Generator, n_question: int) -> list:
+    """What Idefics3Processor produces for one un-split image (image_seq_len tokens), with a
+    random word-id question; `User:` and `Assistant:` are random words too (the tokenizer is
+    not under test here)."""
+    base = VOCAB - len(SPECIALS)
+    sid = {s: base + i for i, s in enumerate(SPECIALS)}
+    words = lambda n: torch.randint(0, base, (n,), generator=gen).tolist()  # noqa: E731
+    vc = cfg.vision_config
+    seq = (vc.image_size // vc.patch_size) ** 2 // cfg.scale_factor**2
+    ids = [sid["<|im_start|>"]] + words(2)
+    ids += [sid["<fake_token_around_image>"], sid["<global-img>"]] + [sid["<image>"]] * seq
+    ids += [sid["<fake_token_around_image>"]] + words(n_question)
+    ids += [sid["<end_of_utterance>"]] + words(3)
+    return ids
+
+
+def greedy(model, input_ids, pixel_values, pixel_attention_mask, n: int):
+    """Greedy decoding with the KV cache, exactly n tokens (no stop on end-of-utterance: the
+    check is of the numbers, not of when an answer ends). Returns the prompt's logits too."""
+    # transformers 5.24 renamed `past_key_values` to `cache`; accept either.
+    params = inspect.signature(model.forward).parameters
+    cache_kw = "cache" if "cache" in params else "past_key_values"
+    cache = DynamicCache(config=model.config)
+    out = model(
+        input_ids=input_ids,
+        attention_mask=torch.ones_like(input_ids),
+        pixel_values=pixel_values,
+        pixel_attention_mask=pixel_attention_mask,
+        use_cache=True,
+        **{cache_kw: cache},
+    )
+    prompt_logits = out.logits
+    seen = input_ids.shape[1]
+    new = []
+    nxt = out.logits[:, -1].argmax(-1)
+    for step in range(n):
+        new.append(nxt.item())
+        if step == n - 1:
+            break
+        seen += 1
+        out = model(
+            input_ids=nxt[:, None],
+            attention_mask=torch.ones((1, seen), dtype=torch.long),
+            use_cache=True,
+            **{cache_kw: cache},
+        )
+        nxt = out.logits[:, -1].argmax(-1)
+    # Cross-check the hand-written loop against transformers' own generate() up to the first
+    # end-of-utterance (where generate stops).
+    ref = model.generate(
+        input_ids=input_ids,
+        attention_mask=torch.ones_like(input_ids),
+        pixel_values=pixel_values,
+        pixel_attention_mask=pixel_attention_mask,
+        max_new_tokens=n,
+        do_sample=False,
+    )[0, input_ids.shape[1]:].tolist()
+    if ref != new[: len(ref)]:
+        raise SystemExit(f"greedy loop {new} disagrees with generate() {ref}")
+    return prompt_logits, new
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True, help="fixture directory to (re)write")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--question-tokens", type=int, default=7)
+    args = ap.parse_args()
+
+    torch.manual_seed(args.seed)
+    torch.set_grad_enabled(False)
+    gen = torch.Generator().manual_seed(args.seed)
+    cfg = make_config()
+    model = Idefics3ForConditionalGeneration(cfg).to(torch.float32).eval()
+    rescale_(model, gen)
+    model.tie_weights()
+
+    ids = prompt_ids(cfg, gen, args.question_tokens)
+    input_ids = torch.tensor([ids], dtype=torch.long)
+    side = cfg.vision_config.image_size
+    pixel_values = (torch.rand((1, 1, 3, side, side), generator=gen) * 2 - 1).to(torch.float32)
+    pixel_attention_mask = torch.ones((1, 1, side, side), dtype=torch.bool)
+    logits, generated = greedy(model, input_ids, pixel_values, pixel_attention_mask, NEW_TOKENS)
+
+    os.makedirs(args.out, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        for f in ("config.json", "model.safetensors"):
+            shutil.copy(os.path.join(tmp, f), os.path.join(args.out, f))
+    make_tokenizer(os.path.join(args.out, "tokenizer.json"))
+    save_file(
+        {
+            "input_ids": input_ids.contiguous(),
+            "pixel_values": pixel_values.contiguous(),
+            "pixel_attention_mask": pixel_attention_mask.contiguous(),
+            "logits": logits.to(torch.float32).contiguous(),
+            "generated": torch.tensor([generated], dtype=torch.long),
+        },
+        os.path.join(args.out, "golden.safetensors"),
+        metadata={
+            "seed": str(args.seed),
+            "transformers": transformers.__version__,
+            "torch": torch.__version__,
+            "script": "tools/golden/make_idefics3.py",
+        },
+    )
+    spread = logits[0, -1]
+    print(f"transformers {transformers.__version__}, torch {torch.__version__}, seed {args.seed}")
+    print(f"prompt: {len(ids)} tokens, logits {tuple(logits.shape)}, last-row range "
+          f"[{spread.min().item():.3f}, {spread.max().item():.3f}]")
+    top2 = spread.topk(2).values
+    print(f"generated: {generated} (first step margin {(top2[0] - top2[1]).item():.3f})")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
