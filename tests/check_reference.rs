@@ -1,0 +1,231 @@
+//! `relvqa check-reference` on the committed golden fixtures (written by transformers with
+//! tools/golden/make_idefics3.py; no torch needed here), on tampered copies that must fail,
+//! and on malformed golden files that must fail with a clear message.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use safetensors::tensor::TensorView;
+use safetensors::Dtype;
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/golden");
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(FIXTURES).join(name)
+}
+
+fn check(model: &Path, golden: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_relvqa"))
+        .arg("check-reference")
+        .arg("--model")
+        .arg(model)
+        .arg("--golden")
+        .arg(golden)
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn assert_passes(name: &str) {
+    let dir = fixture(name);
+    let out = check(&dir, &dir.join("golden.safetensors"));
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{name}: {stdout}\n{stderr}");
+    assert!(stdout.contains("PASS"), "{stdout}");
+    assert!(stdout.contains(": equal"), "{stdout}");
+}
+
+#[test]
+fn committed_single_image_fixture_passes() {
+    assert_passes("idefics3-tiny");
+}
+
+/// The golden tensors as owned (name, dtype, shape, bytes), for rewriting.
+type Owned = Vec<(String, Dtype, Vec<usize>, Vec<u8>)>;
+
+fn read_golden(name: &str) -> Owned {
+    let bytes = fs::read(fixture(name).join("golden.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(n, v)| {
+            (
+                n.to_string(),
+                v.dtype(),
+                v.shape().to_vec(),
+                v.data().to_vec(),
+            )
+        })
+        .collect()
+}
+
+/// Write `tensors` as a golden file in a fresh temp dir; returns (dir guard, file path).
+fn write_golden(tensors: &Owned) -> (tempfile::TempDir, PathBuf) {
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("golden.safetensors");
+    fs::write(&p, safetensors::serialize(views, None).unwrap()).unwrap();
+    (dir, p)
+}
+
+fn tensor_mut<'a>(t: &'a mut Owned, name: &str) -> &'a mut (String, Dtype, Vec<usize>, Vec<u8>) {
+    t.iter_mut().find(|x| x.0 == name).unwrap()
+}
+
+/// Run against a rewritten golden file, expecting failure; returns stdout + stderr.
+fn fails_with(tensors: &Owned) -> String {
+    let (_d, p) = write_golden(tensors);
+    let out = check(&fixture("idefics3-tiny"), &p);
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(!out.status.success(), "expected failure:\n{all}");
+    assert!(!all.contains("panicked"), "{all}");
+    all
+}
+
+#[test]
+fn unchanged_copy_passes() {
+    let t = read_golden("idefics3-tiny");
+    let (_d, p) = write_golden(&t);
+    let out = check(&fixture("idefics3-tiny"), &p);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn logits_perturbed_by_1e_2_fail() {
+    let mut t = read_golden("idefics3-tiny");
+    let logits = tensor_mut(&mut t, "logits");
+    // One entry near the middle, +1e-2: far above the 1e-4 tolerance, far below changing ids.
+    let i = (logits.3.len() / 4 / 2) * 4;
+    let v = f32::from_le_bytes(logits.3[i..i + 4].try_into().unwrap()) + 1e-2;
+    logits.3[i..i + 4].copy_from_slice(&v.to_le_bytes());
+    let msg = fails_with(&t);
+    assert!(msg.contains("TOO LARGE"), "{msg}");
+    assert!(msg.contains("exceeds 1e-4"), "{msg}");
+}
+
+#[test]
+fn different_greedy_ids_fail() {
+    let mut t = read_golden("idefics3-tiny");
+    let generated = tensor_mut(&mut t, "generated");
+    let n = generated.3.len();
+    let last = i64::from_le_bytes(generated.3[n - 8..].try_into().unwrap());
+    generated.3[n - 8..].copy_from_slice(&((last + 1) % 100).to_le_bytes());
+    let msg = fails_with(&t);
+    assert!(msg.contains("DIFFER"), "{msg}");
+    assert!(msg.contains("greedy ids differ from step 7"), "{msg}");
+}
+
+#[test]
+fn missing_logits_is_named() {
+    let mut t = read_golden("idefics3-tiny");
+    t.retain(|x| x.0 != "logits");
+    let msg = fails_with(&t);
+    assert!(msg.contains("has no tensor `logits`"), "{msg}");
+}
+
+#[test]
+fn wrong_shapes_are_named() {
+    let mut t = read_golden("idefics3-tiny");
+    let ids = tensor_mut(&mut t, "input_ids");
+    let s = ids.2[1];
+    ids.2 = vec![s];
+    let msg = fails_with(&t);
+    assert!(msg.contains("`input_ids` has shape"), "{msg}");
+
+    let mut t = read_golden("idefics3-tiny");
+    let logits = tensor_mut(&mut t, "logits");
+    let (s, v) = (logits.2[1], logits.2[2]);
+    logits.2 = vec![1, s - 1, v];
+    logits.3.truncate((s - 1) * v * 4);
+    let msg = fails_with(&t);
+    assert!(msg.contains("`logits` has shape"), "{msg}");
+
+    // Images of the wrong size for the vision tower.
+    let mut t = read_golden("idefics3-tiny");
+    let px = tensor_mut(&mut t, "pixel_values");
+    let (h, w) = (px.2[3], px.2[4]);
+    px.2[3] = h / 2;
+    px.3.truncate(px.3.len() / 2);
+    let msg = fails_with(&t);
+    assert!(msg.contains("`pixel_values` has shape"), "{msg}");
+    assert!(msg.contains(&format!("{w}")), "{msg}");
+}
+
+#[test]
+fn wrong_dtypes_and_bad_ids_are_refused() {
+    let mut t = read_golden("idefics3-tiny");
+    let ids = tensor_mut(&mut t, "input_ids");
+    ids.3[..8].copy_from_slice(&(1i64 << 40).to_le_bytes());
+    let msg = fails_with(&t);
+    assert!(msg.contains("outside the vocabulary"), "{msg}");
+
+    let mut t = read_golden("idefics3-tiny");
+    let logits = tensor_mut(&mut t, "logits");
+    logits.1 = Dtype::I32;
+    let msg = fails_with(&t);
+    assert!(msg.contains("expected F32"), "{msg}");
+}
+
+#[test]
+fn padded_pixels_are_refused_not_ignored() {
+    let mut t = read_golden("idefics3-tiny");
+    let mask = tensor_mut(&mut t, "pixel_attention_mask");
+    mask.3[0] = 0;
+    let msg = fails_with(&t);
+    assert!(msg.contains("padded"), "{msg}");
+}
+
+#[test]
+fn not_a_safetensors_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("golden.safetensors");
+    fs::write(&p, b"not a golden file").unwrap();
+    let out = check(&fixture("idefics3-tiny"), &p);
+    let msg = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(msg.contains("not a safetensors file"), "{msg}");
+    let out = check(
+        &fixture("idefics3-tiny"),
+        &dir.path().join("absent.safetensors"),
+    );
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("absent.safetensors"));
+}
+
+/// transformers >= 5 writes RoPE's base inside `rope_parameters`; before this was read, the
+/// fixture's logits were off by 2.6. Variants we do not implement must be refused, not run.
+#[test]
+fn rope_parameters_are_read_and_unknown_rope_types_refused() {
+    use relvqa::model::idefics3::Idefics3Config;
+    let json = fs::read_to_string(fixture("idefics3-tiny").join("config.json")).unwrap();
+    let cfg = Idefics3Config::from_json(&json).unwrap();
+    assert_eq!(cfg.text_config.rope_theta, 100000.0);
+
+    let llama3 = json.replace("\"rope_type\": \"default\"", "\"rope_type\": \"llama3\"");
+    assert_ne!(llama3, json);
+    let e = Idefics3Config::from_json(&llama3).unwrap_err().to_string();
+    assert!(e.contains("llama3"), "{e}");
+
+    let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let tc = v["text_config"].as_object_mut().unwrap();
+    tc.remove("rope_parameters");
+    tc.insert("rope_theta".into(), 5e5.into());
+    tc.insert(
+        "rope_scaling".into(),
+        serde_json::json!({"type": "linear", "factor": 2.0}),
+    );
+    let e = Idefics3Config::from_json(&v.to_string())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("linear"), "{e}");
+    v["text_config"]["rope_scaling"] = serde_json::Value::Null;
+    let cfg = Idefics3Config::from_json(&v.to_string()).unwrap();
+    assert_eq!(cfg.text_config.rope_theta, 5e5);
+}
