@@ -30,25 +30,39 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn assert_passes(name: &str) {
+fn assert_passes(name: &str, golden: &str) -> String {
     let dir = fixture(name);
-    let out = check(&dir, &dir.join("golden.safetensors"));
+    let out = check(&dir, &dir.join(golden));
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "{name}: {stdout}\n{stderr}");
     assert!(stdout.contains("PASS"), "{stdout}");
     assert!(stdout.contains(": equal"), "{stdout}");
+    stdout
 }
 
 #[test]
 fn committed_single_image_fixture_passes() {
-    assert_passes("idefics3-tiny");
+    let out = assert_passes("idefics3-tiny", "golden.safetensors");
+    assert!(out.contains("1 image(s)"), "{out}");
+}
+
+/// Idefics3Processor's `do_image_splitting`: 2x2 tiles and the global image, five runs of
+/// image tokens separated by `<row_r_col_c>` and newline tokens.
+#[test]
+fn committed_tiled_fixture_passes() {
+    let out = assert_passes("idefics3-tiny", "golden-tiled.safetensors");
+    assert!(out.contains("5 image(s)"), "{out}");
 }
 
 /// The golden tensors as owned (name, dtype, shape, bytes), for rewriting.
 type Owned = Vec<(String, Dtype, Vec<usize>, Vec<u8>)>;
 
 fn read_golden(name: &str) -> Owned {
-    let bytes = fs::read(fixture(name).join("golden.safetensors")).unwrap();
+    read_golden_file(name, "golden.safetensors")
+}
+
+fn read_golden_file(name: &str, file: &str) -> Owned {
+    let bytes = fs::read(fixture(name).join(file)).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     st.tensors()
         .into_iter()
@@ -171,6 +185,19 @@ fn wrong_dtypes_and_bad_ids_are_refused() {
     logits.1 = Dtype::I32;
     let msg = fails_with(&t);
     assert!(msg.contains("expected F32"), "{msg}");
+}
+
+#[test]
+fn more_image_tokens_than_images_is_refused() {
+    // The tiled prompt (5 runs of image tokens) with only the single image's pixels.
+    let mut t = read_golden_file("idefics3-tiny", "golden-tiled.safetensors");
+    let single = read_golden("idefics3-tiny");
+    for name in ["pixel_values", "pixel_attention_mask"] {
+        let src = single.iter().find(|x| x.0 == name).unwrap().clone();
+        *tensor_mut(&mut t, name) = src;
+    }
+    let msg = fails_with(&t);
+    assert!(msg.contains("image tokens but 1 image(s)"), "{msg}");
 }
 
 #[test]

@@ -46,7 +46,7 @@ fn run_on<B: Backend>(backend: B, a: &CheckReferenceArgs) -> Result<()> {
     let meta: Vec<String> = golden
         .metadata
         .iter()
-        .map(|(k, v)| format!("{k}={v}"))
+        .map(|(k, v)| format!("{k}={}", v.escape_debug()))
         .collect();
     println!("golden: {file} ({})", meta.join(", "));
     println!(
