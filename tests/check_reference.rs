@@ -256,3 +256,43 @@ fn rope_parameters_are_read_and_unknown_rope_types_refused() {
     let cfg = Idefics3Config::from_json(&v.to_string()).unwrap();
     assert_eq!(cfg.text_config.rope_theta, 5e5);
 }
+
+/// The golden's `input_ids` came from Idefics3Processor; our prompt builder must make the same
+/// ids from the same question, unsplit and as 2x2 tiles plus the global image.
+#[test]
+fn prompt_builder_matches_idefics3_processor() {
+    use relvqa::model::prompt::build_prompt_tiled;
+    use relvqa::model::tokenizer::VqaTokenizer;
+    let dir = fixture("idefics3-tiny");
+    let tok = VqaTokenizer::from_bytes(&fs::read(dir.join("tokenizer.json")).unwrap()).unwrap();
+    for (file, grid) in [
+        ("golden.safetensors", (0, 0)),
+        ("golden-tiled.safetensors", (2, 2)),
+    ] {
+        let bytes = fs::read(dir.join(file)).unwrap();
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let prompt = meta.metadata().as_ref().unwrap()["prompt"].clone();
+        let question = prompt
+            .split("User:<image>")
+            .nth(1)
+            .and_then(|r| r.split("<end_of_utterance>").next())
+            .unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let want: Vec<u32> = st
+            .tensor("input_ids")
+            .unwrap()
+            .data()
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
+            .collect();
+        let p = build_prompt_tiled(&tok, 4, grid, question, 256).unwrap();
+        assert_eq!(p.ids, want, "{file}");
+        // The global image's run is the last one, just before its closing fake token.
+        let img = tok.special.image;
+        assert!(p.ids[p.image.clone()].iter().all(|&t| t == img));
+        assert_eq!(p.ids[p.image.end], tok.special.fake_image);
+        assert_eq!(p.ids[p.image.start - 1], tok.special.global_img);
+    }
+    let e = build_prompt_tiled(&tok, 4, (7, 1), "what ?", 256).unwrap_err();
+    assert!(e.to_string().contains("7x1"), "{e}");
+}
