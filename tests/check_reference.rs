@@ -54,6 +54,40 @@ fn committed_tiled_fixture_passes() {
     assert!(out.contains("5 image(s)"), "{out}");
 }
 
+/// Weights stored as bf16 (what real SmolVLM checkpoints ship), decoded to f32 by our loader;
+/// transformers computed with the same bf16-rounded values in f32.
+#[test]
+fn committed_bf16_weights_fixture_passes() {
+    let out = assert_passes("idefics3-tiny-bf16", "golden.safetensors");
+    assert!(out.contains("weights_dtype=bf16"), "{out}");
+}
+
+/// The same fixtures on the GPU backend (lavapipe in CI). Like every GPU test here it fails,
+/// never skips, without an adapter.
+#[test]
+fn committed_fixtures_pass_on_the_gpu() {
+    for (name, golden) in [
+        ("idefics3-tiny", "golden.safetensors"),
+        ("idefics3-tiny", "golden-tiled.safetensors"),
+        ("idefics3-tiny-bf16", "golden.safetensors"),
+    ] {
+        let dir = fixture(name);
+        let out = Command::new(env!("CARGO_BIN_EXE_relvqa"))
+            .args(["check-reference", "--backend", "gpu", "--model"])
+            .arg(&dir)
+            .arg("--golden")
+            .arg(dir.join(golden))
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert!(out.status.success(), "{name}/{golden}: {stdout}\n{stderr}");
+        assert!(
+            stdout.contains("(wgpu)") && stdout.contains("PASS"),
+            "{stdout}"
+        );
+    }
+}
+
 /// The golden tensors as owned (name, dtype, shape, bytes), for rewriting.
 type Owned = Vec<(String, Dtype, Vec<usize>, Vec<u8>)>;
 

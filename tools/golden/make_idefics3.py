@@ -8,7 +8,7 @@ SmolVLM / Idefics3 checkpoints do (see tools/golden/README.md for the list and w
 random (seeded) and rescaled so logits spread over several units: a check at 1e-4 then means
 something, and greedy ids are not decided by near-ties.
 
-Writes OUT/config.json, OUT/model.safetensors (f32, as `save_pretrained` writes them),
+Writes OUT/config.json, OUT/model.safetensors (f32 or bf16, as `save_pretrained` writes them),
 OUT/tokenizer.json (our loader needs one; no test tokenizes with it yet) and
 OUT/golden.safetensors with input_ids, pixel_values, pixel_attention_mask, logits and generated.
 Needs torch + transformers; runs offline. Not used by the Rust build, the tests or CI.
@@ -212,6 +212,13 @@ def main() -> int:
     # the id check means more than "both repeat one token".
     ap.add_argument("--seed", type=int, default=2)
     ap.add_argument("--question-tokens", type=int, default=7)
+    ap.add_argument(
+        "--dtype",
+        choices=["f32", "bf16"],
+        default="f32",
+        help="dtype of model.safetensors; bf16 (what real SmolVLM checkpoints ship) rounds the "
+        "weights to bf16 first, and transformers still computes in f32 with the rounded values",
+    )
     args = ap.parse_args()
 
     torch.manual_seed(args.seed)
@@ -221,6 +228,12 @@ def main() -> int:
     model = Idefics3ForConditionalGeneration(cfg).to(torch.float32).eval()
     rescale_(model, gen)
     model.tie_weights()
+    if args.dtype == "bf16":
+        # Parameters only: `model.to(bfloat16)` would also round buffers such as RoPE's
+        # inv_freq, which transformers recomputes in f32 when it loads a bf16 checkpoint.
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(p.to(torch.bfloat16).to(torch.float32))
 
     tok = make_tokenizer()
     os.makedirs(args.out, exist_ok=True)
@@ -242,7 +255,18 @@ def main() -> int:
     question = " ".join(words[i] for i in picks) + " ?"
 
     with tempfile.TemporaryDirectory() as tmp:
-        model.save_pretrained(tmp)
+        if args.dtype == "bf16":
+            # A tied lm_head is not stored, as save_pretrained does for the f32 model.
+            state = {k: v.to(torch.bfloat16) for k, v in model.state_dict().items() if k != "lm_head.weight"}
+            model.save_pretrained(tmp, state_dict=state)
+            cfg_path = os.path.join(tmp, "config.json")
+            with open(cfg_path) as f:
+                saved = json.load(f)
+            saved["dtype"] = "bfloat16"
+            with open(cfg_path, "w") as f:
+                json.dump(saved, f, indent=2, sort_keys=True)
+        else:
+            model.save_pretrained(tmp)
         for f in ("config.json", "model.safetensors"):
             shutil.copy(os.path.join(tmp, f), os.path.join(args.out, f))
     image.save(os.path.join(args.out, "image.png"))
@@ -267,6 +291,7 @@ def main() -> int:
                 "prompt": text,
                 "image": "image.png",
                 "do_image_splitting": str(split).lower(),
+                "weights_dtype": args.dtype,
             },
         )
         last = logits[0, -1]
