@@ -54,6 +54,33 @@ fn committed_tiled_fixture_passes() {
     assert!(out.contains("5 image(s)"), "{out}");
 }
 
+/// `--raw`: the inputs rebuilt from `image.png` and the prompt text by our image processor and
+/// prompt builder equal the golden's, and the model run on them passes.
+#[test]
+fn committed_fixtures_pass_from_raw_image_and_text() {
+    for (name, golden, images) in [
+        ("idefics3-tiny", "golden.safetensors", "1 image(s)"),
+        ("idefics3-tiny", "golden-tiled.safetensors", "5 image(s)"),
+        ("idefics3-tiny-bf16", "golden.safetensors", "1 image(s)"),
+    ] {
+        let dir = fixture(name);
+        let out = Command::new(env!("CARGO_BIN_EXE_relvqa"))
+            .args(["check-reference", "--raw", "--model"])
+            .arg(&dir)
+            .arg("--golden")
+            .arg(dir.join(golden))
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert!(out.status.success(), "{name}/{golden}: {stdout}\n{stderr}");
+        assert!(stdout.contains("prompt ids equal"), "{stdout}");
+        assert!(
+            stdout.contains(images) && stdout.contains("PASS"),
+            "{stdout}"
+        );
+    }
+}
+
 /// Weights stored as bf16 (what real SmolVLM checkpoints ship), decoded to f32 by our loader;
 /// transformers computed with the same bf16-rounded values in f32.
 #[test]
@@ -329,4 +356,43 @@ fn prompt_builder_matches_idefics3_processor() {
     }
     let e = build_prompt_tiled(&tok, 4, (7, 1), "what ?", 256).unwrap_err();
     assert!(e.to_string().contains("7x1"), "{e}");
+}
+
+/// The fixture's goldens start from `image.png`: our image processor (Pillow's LANCZOS in
+/// Rust, Idefics3's resize/split rules) must give transformers' `pixel_values`.
+#[test]
+fn image_processor_matches_idefics3_image_processor() {
+    use relvqa::model::idefics3::processor::{preprocess, ProcessorOptions};
+    let dir = fixture("idefics3-tiny");
+    let img = image::open(dir.join("image.png")).unwrap().to_rgb8();
+    for (file, split, grid) in [
+        ("golden.safetensors", false, (0, 0)),
+        ("golden-tiled.safetensors", true, (2, 2)),
+    ] {
+        let bytes = fs::read(dir.join(file)).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let want = st.tensor("pixel_values").unwrap();
+        let want_px: Vec<f32> = want
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        let o = ProcessorOptions {
+            longest_edge: 96,
+            tile: 48,
+            split,
+        };
+        let got = preprocess(&img, &o).unwrap();
+        assert_eq!((got.rows, got.cols), grid, "{file}");
+        assert_eq!(got.pixels.shape[..], want.shape()[1..], "{file}");
+        let max = got
+            .pixels
+            .data
+            .iter()
+            .zip(&want_px)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        // One 8-bit level is 2/255 = 0.0078 after normalisation; 1e-6 is float rounding only.
+        assert!(max <= 1e-6, "{file}: max |Δpixel| {max}");
+    }
 }

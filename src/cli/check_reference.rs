@@ -20,6 +20,11 @@ pub struct CheckReferenceArgs {
     golden: PathBuf,
     #[command(flatten)]
     backend: BackendArg,
+    /// Rebuild the inputs from the golden's raw image and prompt (its metadata) with our image
+    /// processor (`preprocessor_config.json` in the model directory) and prompt builder; they
+    /// must equal the golden's, and the model then runs on ours.
+    #[arg(long)]
+    raw: bool,
     /// Largest accepted |Δlogit| (the weights are f32 on both sides).
     #[arg(long, default_value_t = DEFAULT_TOLERANCE)]
     tolerance: f32,
@@ -39,7 +44,10 @@ fn run_on<B: Backend>(backend: B, a: &CheckReferenceArgs) -> Result<()> {
     let vqa = crate::model::loader::load_dir(backend, &a.model)?;
     let file = a.golden.display().to_string();
     let bytes = std::fs::read(&a.golden).map_err(|e| Error::io(file.clone(), e))?;
-    let golden = Golden::from_bytes(&file, &bytes, &vqa.model.cfg)?;
+    let mut golden = Golden::from_bytes(&file, &bytes, &vqa.model.cfg)?;
+    if a.raw {
+        rebuild_inputs(&vqa, a, &mut golden)?;
+    }
     let r = pollster::block_on(check_reference(&vqa, &golden, a.tolerance))?;
 
     println!("model:  {} ({})", a.model.display(), vqa.backend.name());
@@ -94,4 +102,73 @@ fn run_on<B: Backend>(backend: B, a: &CheckReferenceArgs) -> Result<()> {
         "reference check failed: {}",
         why.join("; ")
     )))
+}
+
+/// Replace the golden's `input_ids` and `pixel_values` by ours, built from its raw image and
+/// question; fail unless they are equal (ids) and within float rounding (pixels).
+fn rebuild_inputs<B: Backend>(
+    vqa: &crate::model::generate::Vqa<B>,
+    a: &CheckReferenceArgs,
+    golden: &mut Golden,
+) -> Result<()> {
+    use crate::model::idefics3::processor::{preprocess, ProcessorOptions};
+    let pp_path = a.model.join("preprocessor_config.json");
+    let pp = std::fs::read_to_string(&pp_path)
+        .map_err(|e| Error::io(pp_path.display().to_string(), e))?;
+    let mut opts = ProcessorOptions::from_preprocessor_json(&pp)?;
+    if let Some(split) = golden.meta("do_image_splitting") {
+        opts.split = split == "true";
+    }
+    let image_name = golden.meta("image").unwrap_or("image.png").to_string();
+    let image_path = a
+        .golden
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join(&image_name);
+    let image_bytes =
+        std::fs::read(&image_path).map_err(|e| Error::io(image_path.display().to_string(), e))?;
+    let img = crate::model::image::decode_image(&image_bytes)?;
+    let processed = preprocess(&img, &opts)?;
+    let cfg = &vqa.model.cfg;
+    let question = golden.question()?.to_string();
+    let prompt = crate::model::prompt::build_prompt_tiled(
+        &vqa.tokenizer,
+        cfg.image_seq_len(),
+        (processed.rows, processed.cols),
+        &question,
+        cfg.text_config.max_position_embeddings,
+    )?;
+    let ids_equal = prompt.ids == golden.input_ids;
+    let same_shape = processed.pixels.shape == golden.pixel_values.shape;
+    let max_px = if same_shape {
+        processed
+            .pixels
+            .data
+            .iter()
+            .zip(&golden.pixel_values.data)
+            .map(|(o, r)| (o - r).abs())
+            .fold(0f32, f32::max)
+    } else {
+        f32::INFINITY
+    };
+    println!(
+        "raw inputs: {image_name} ({}x{}) -> {} image(s) ({}x{} tiles + global; 0x0: unsplit); prompt ids {}; pixels {:?} max |Δ| = {max_px:.3e}",
+        img.width(),
+        img.height(),
+        processed.pixels.shape[0],
+        processed.rows,
+        processed.cols,
+        if ids_equal { "equal" } else { "DIFFER" },
+        processed.pixels.shape,
+    );
+    // One 8-bit level is 2/255 after normalisation; anything above float rounding is a bug.
+    if !ids_equal || max_px > 1e-5 {
+        return Err(Error::Invalid(format!(
+            "reference check failed: our inputs from {image_name} and the prompt differ from the golden's (ids {}, pixels max |Δ| {max_px:.3e})",
+            if ids_equal { "equal" } else { "differ" }
+        )));
+    }
+    golden.input_ids = prompt.ids;
+    golden.pixel_values = processed.pixels;
+    Ok(())
 }

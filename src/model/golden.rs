@@ -37,6 +37,31 @@ pub struct Golden {
     pub metadata: Vec<(String, String)>,
 }
 
+impl Golden {
+    /// A metadata value (`prompt`, `image`, `do_image_splitting`, `seed`, …).
+    pub fn meta(&self, key: &str) -> Option<&str> {
+        self.metadata
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The question inside the golden's `prompt` (SmolVLM's chat format for one image:
+    /// `<|im_start|>User:<image>{question}<end_of_utterance>\nAssistant:`).
+    pub fn question(&self) -> Result<&str> {
+        let p = self.meta("prompt").ok_or_else(|| Error::Golden {
+            file: "golden".into(),
+            msg: "has no `prompt` in its metadata, so there are no raw inputs to rebuild".into(),
+        })?;
+        p.strip_prefix("<|im_start|>User:<image>")
+            .and_then(|r| r.strip_suffix("<end_of_utterance>\nAssistant:"))
+            .ok_or_else(|| Error::Golden {
+                file: "golden".into(),
+                msg: format!("prompt {p:?} is not SmolVLM's one-image chat format"),
+            })
+    }
+}
+
 /// What [`check_reference`] measured.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ReferenceReport {

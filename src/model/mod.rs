@@ -8,4 +8,5 @@ pub mod linear;
 pub mod loader;
 pub mod params;
 pub mod prompt;
+pub mod resample;
 pub mod tokenizer;

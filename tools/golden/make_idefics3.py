@@ -212,6 +212,7 @@ def main() -> int:
     # the id check means more than "both repeat one token".
     ap.add_argument("--seed", type=int, default=2)
     ap.add_argument("--question-tokens", type=int, default=7)
+    ap.add_argument("--image-size", default="80x60", help="raw image WIDTHxHEIGHT (before the processor)")
     ap.add_argument(
         "--dtype",
         choices=["f32", "bf16"],
@@ -248,8 +249,9 @@ def main() -> int:
         max_image_size={"longest_edge": vc.image_size},
     )
     processor = Idefics3Processor(image_processor=image_processor, tokenizer=fast, image_seq_len=image_seq_len)
-    # A landscape image: resized to 96x72, then up to 96x96 = 2x2 tiles + global image.
-    image = raw_image(gen, 2 * vc.image_size - 16, vc.image_size + 12)
+    # Default: a landscape 80x60 image, resized to 96x72, then up to 96x96 = 2x2 tiles + global.
+    width, height = (int(x) for x in args.image_size.lower().split("x"))
+    image = raw_image(gen, width, height)
     words = WORDS[5:]
     picks = torch.randint(0, len(words), (args.question_tokens,), generator=gen).tolist()
     question = " ".join(words[i] for i in picks) + " ?"
@@ -270,6 +272,9 @@ def main() -> int:
         for f in ("config.json", "model.safetensors"):
             shutil.copy(os.path.join(tmp, f), os.path.join(args.out, f))
     image.save(os.path.join(args.out, "image.png"))
+    # What `relvqa check-reference --raw` reads to rebuild the inputs (do_image_splitting is
+    # overridden per golden from its metadata).
+    image_processor.save_pretrained(args.out)
     print(f"transformers {transformers.__version__}, torch {torch.__version__}, seed {args.seed}")
     for split, name in ((False, "golden.safetensors"), (True, "golden-tiled.safetensors")):
         text, input_ids, pixel_values, pixel_attention_mask = processor_inputs(processor, image, question, split)
