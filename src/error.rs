@@ -82,6 +82,11 @@ pub enum Error {
     #[error("package: {0}")]
     Package(String),
 
+    /// A golden reference file (`golden.safetensors` from tools/golden/) is missing a tensor,
+    /// has a wrong shape or dtype, or does not fit the model it is checked against.
+    #[error("golden file `{file}`: {msg}")]
+    Golden { file: String, msg: String },
+
     /// Invalid argument to a public API (bad split name, bad option value).
     #[error("{0}")]
     Invalid(String),

@@ -1,4 +1,4 @@
-//! Command-line interface (native only): `train`, `ask`, `eval`, `bench`.
+//! Command-line interface (native only): `train`, `ask`, `eval`, `bench`, `check-reference`, ….
 
 mod ask;
 mod bench;
@@ -6,6 +6,7 @@ mod bench_gpu;
 mod bench_model;
 mod calibrate;
 mod convert;
+mod check_reference;
 mod dataset;
 mod demo;
 mod eval;
@@ -65,6 +66,9 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Serve the built web page (`make web` → dist/web) over HTTP, with Range requests.
     Serve(serve::ServeArgs),
+    /// Compare the model with a transformers golden file (tools/golden/): max |Δlogit| and
+    /// greedy ids; exit code 0 only when both agree.
+    CheckReference(check_reference::CheckReferenceArgs),
     /// Write the packages the web page offers (and models/index.json) into its models folder.
     WebModels(web_models::WebModelsArgs),
     /// A model directory from a real checkpoint: a GGUF Llama (SmolLM2) or a local HF directory.
@@ -92,6 +96,7 @@ pub fn main() -> ExitCode {
         Cmd::Convert(a) => convert::run(a),
         Cmd::Generate(a) => text::generate(a),
         Cmd::Perplexity(a) => text::perplexity(a),
+        Cmd::CheckReference(a) => check_reference::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,6 +2,7 @@
 
 pub mod chat;
 pub mod generate;
+pub mod golden;
 pub mod idefics3;
 pub mod image;
 pub mod linear;
@@ -9,5 +10,6 @@ pub mod loader;
 pub mod params;
 pub mod prompt;
 pub mod text_gen;
+pub mod resample;
 pub mod tokenizer;
 pub mod weights;

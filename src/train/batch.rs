@@ -54,8 +54,9 @@ pub fn make_batch(
     let tok: &VqaTokenizer = &vqa.tokenizer;
     let eou = tok.special.end_of_utterance;
     let side = vqa.model.cfg.vision_config.image_size;
-    let user = tok.encode("User:")?;
-    let assistant = tok.encode("Assistant:")?;
+    // Turns after the first start on a new line, a token in real tokenizers (see prompt.rs).
+    let user = tok.encode("\nUser:")?;
+    let assistant = tok.encode("\nAssistant:")?;
     let mut rows_ids: Vec<Row> = Vec::new();
     let mut pix = Vec::new();
     for i in indices {

@@ -91,6 +91,8 @@ pub fn default_config(tok: &VqaTokenizer) -> Idefics3Config {
             max_position_embeddings: 128,
             rms_norm_eps: 1e-5,
             rope_theta: 10000.0,
+            rope_parameters: None,
+            rope_scaling: None,
             hidden_act: "silu".into(),
             tie_word_embeddings: false,
             attention_bias: false,

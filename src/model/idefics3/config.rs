@@ -40,8 +40,17 @@ pub struct TextConfig {
     pub max_position_embeddings: usize,
     #[serde(default = "eps5")]
     pub rms_norm_eps: f64,
+    /// RoPE base. transformers 5 writes it inside [`TextConfig::rope_parameters`] instead;
+    /// [`Idefics3Config::from_json`] copies it from there, so this field is the one to read.
     #[serde(default = "theta")]
     pub rope_theta: f64,
+    /// transformers >= 5: `{"rope_theta": .., "rope_type": "default"}` replaces `rope_theta`
+    /// and `rope_scaling`. Ignoring it silently ran every such checkpoint with base 10000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_parameters: Option<RopeParameters>,
+    /// transformers 4's RoPE variant (`null` for the plain RoPE SmolVLM uses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_scaling: Option<serde_json::Value>,
     #[serde(default = "silu")]
     pub hidden_act: String,
     #[serde(default)]
@@ -56,6 +65,15 @@ pub struct TextConfig {
     pub eos_token_id: Option<u32>,
     #[serde(default)]
     pub pad_token_id: Option<u32>,
+}
+
+/// `text_config.rope_parameters` (transformers >= 5, `modeling_rope_utils.py`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RopeParameters {
+    #[serde(default)]
+    pub rope_theta: Option<f64>,
+    #[serde(default)]
+    pub rope_type: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -110,6 +128,29 @@ impl TextConfig {
     pub fn kv_heads(&self) -> usize {
         self.num_key_value_heads.unwrap_or(self.num_attention_heads)
     }
+
+    /// The RoPE variant named by `rope_parameters.rope_type` or `rope_scaling` (`type` or
+    /// `rope_type`), if any.
+    pub fn rope_kind(&self) -> Option<String> {
+        if let Some(k) = self
+            .rope_parameters
+            .as_ref()
+            .and_then(|r| r.rope_type.clone())
+        {
+            return Some(k);
+        }
+        let s = self.rope_scaling.as_ref()?;
+        if s.is_null() {
+            return None;
+        }
+        Some(
+            s.get("rope_type")
+                .or_else(|| s.get("type"))
+                .and_then(|v| v.as_str())
+                .unwrap_or("unnamed")
+                .to_string(),
+        )
+    }
 }
 
 impl VisionConfig {
@@ -138,8 +179,12 @@ impl Idefics3Config {
             }
             None => return Err(Error::Config("config.json has no `model_type`".into())),
         }
-        let cfg: Self = serde_json::from_value(probe)
+        let mut cfg: Self = serde_json::from_value(probe)
             .map_err(|e| Error::Config(format!("config.json: {e}")))?;
+        let t = &mut cfg.text_config;
+        if let Some(theta) = t.rope_parameters.as_ref().and_then(|r| r.rope_theta) {
+            t.rope_theta = theta;
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -157,10 +202,25 @@ impl Idefics3Config {
         let v = &self.vision_config;
         let t = &self.text_config;
         let bad = |m: String| Err(Error::Config(m));
-        if v.hidden_act != "gelu_pytorch_tanh" && v.hidden_act != "gelu" {
+        // Only the tanh approximation: exact-erf "gelu" differs by ~1e-3, which would pass
+        // unnoticed as a slightly different model instead of failing here.
+        if v.hidden_act != "gelu_pytorch_tanh" && v.hidden_act != "gelu_new" {
             return bad(format!(
                 "vision_config.hidden_act `{}` is not supported (gelu_pytorch_tanh)",
                 v.hidden_act
+            ));
+        }
+        if let Some(kind) = t.rope_kind() {
+            if kind != "default" {
+                return bad(format!(
+                    "text_config RoPE type `{kind}` is not supported (only the default RoPE that SmolVLM uses)"
+                ));
+            }
+        }
+        if !(t.rope_theta.is_finite() && t.rope_theta > 0.0) {
+            return bad(format!(
+                "text_config rope_theta {} must be a positive number",
+                t.rope_theta
             ));
         }
         if t.hidden_act != "silu" {

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod connector;
+pub mod processor;
 pub mod text;
 pub mod vision;
 

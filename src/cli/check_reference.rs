@@ -1,0 +1,174 @@
+//! `relvqa check-reference`: our model against a golden file written by transformers
+//! (`tools/golden/`). Exit code 0 only when the prompt's logits agree within the tolerance and
+//! the greedy ids are equal, so CI and users can gate on it.
+
+use std::path::PathBuf;
+
+use super::{with_backend, BackendArg};
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::model::golden::{check_reference, Golden, DEFAULT_TOLERANCE};
+
+#[derive(clap::Args, Debug)]
+pub struct CheckReferenceArgs {
+    /// Model directory (config.json, tokenizer.json, model.safetensors), e.g. a fixture
+    /// written by tools/golden/make_idefics3.py.
+    #[arg(long)]
+    model: PathBuf,
+    /// golden.safetensors: input_ids, pixel_values, pixel_attention_mask, logits, generated.
+    #[arg(long)]
+    golden: PathBuf,
+    #[command(flatten)]
+    backend: BackendArg,
+    /// Rebuild the inputs from the golden's raw image and prompt (its metadata) with our image
+    /// processor (`preprocessor_config.json` in the model directory) and prompt builder; they
+    /// must equal the golden's, and the model then runs on ours.
+    #[arg(long)]
+    raw: bool,
+    /// Largest accepted |Δlogit| (the weights are f32 on both sides).
+    #[arg(long, default_value_t = DEFAULT_TOLERANCE)]
+    tolerance: f32,
+}
+
+pub fn run(a: CheckReferenceArgs) -> Result<()> {
+    if !(a.tolerance.is_finite() && a.tolerance >= 0.0) {
+        return Err(Error::Invalid(format!(
+            "--tolerance {} must be a non-negative number",
+            a.tolerance
+        )));
+    }
+    with_backend!(a.backend.backend, |b| run_on(b, &a))
+}
+
+fn run_on<B: Backend>(backend: B, a: &CheckReferenceArgs) -> Result<()> {
+    let vqa = crate::model::loader::load_dir(backend, &a.model)?;
+    let file = a.golden.display().to_string();
+    let bytes = std::fs::read(&a.golden).map_err(|e| Error::io(file.clone(), e))?;
+    let mut golden = Golden::from_bytes(&file, &bytes, &vqa.model.cfg)?;
+    if a.raw {
+        rebuild_inputs(&vqa, a, &mut golden)?;
+    }
+    let r = pollster::block_on(check_reference(&vqa, &golden, a.tolerance))?;
+
+    println!("model:  {} ({})", a.model.display(), vqa.backend.name());
+    let meta: Vec<String> = golden
+        .metadata
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.escape_debug()))
+        .collect();
+    println!("golden: {file} ({})", meta.join(", "));
+    println!(
+        "prompt: {} tokens, {} image(s)",
+        golden.input_ids.len(),
+        golden.pixel_values.shape[0]
+    );
+    println!(
+        "logits {:?}: max |Δ| = {:.3e} at position {}, token {} (tolerance {:.0e}): {}",
+        r.logits_shape,
+        r.max_abs_diff,
+        r.max_at.0,
+        r.max_at.1,
+        r.tolerance,
+        if r.logits_ok() { "ok" } else { "TOO LARGE" }
+    );
+    println!(
+        "greedy ids ({} steps): ours {:?}, reference {:?}: {}",
+        r.generated_reference.len(),
+        r.generated_ours,
+        r.generated_reference,
+        if r.ids_equal() { "equal" } else { "DIFFER" }
+    );
+    if r.passed() {
+        println!("PASS");
+        return Ok(());
+    }
+    let mut why = Vec::new();
+    if !r.logits_ok() {
+        why.push(format!(
+            "max |Δlogit| {:.3e} exceeds {:.0e}",
+            r.max_abs_diff, r.tolerance
+        ));
+    }
+    if let Some(step) = r
+        .generated_ours
+        .iter()
+        .zip(&r.generated_reference)
+        .position(|(o, g)| o != g)
+    {
+        why.push(format!("greedy ids differ from step {step}"));
+    }
+    println!("FAIL");
+    Err(Error::Invalid(format!(
+        "reference check failed: {}",
+        why.join("; ")
+    )))
+}
+
+/// Replace the golden's `input_ids` and `pixel_values` by ours, built from its raw image and
+/// question; fail unless they are equal (ids) and within float rounding (pixels).
+fn rebuild_inputs<B: Backend>(
+    vqa: &crate::model::generate::Vqa<B>,
+    a: &CheckReferenceArgs,
+    golden: &mut Golden,
+) -> Result<()> {
+    use crate::model::idefics3::processor::{preprocess, ProcessorOptions};
+    let pp_path = a.model.join("preprocessor_config.json");
+    let pp = std::fs::read_to_string(&pp_path)
+        .map_err(|e| Error::io(pp_path.display().to_string(), e))?;
+    let mut opts = ProcessorOptions::from_preprocessor_json(&pp)?;
+    if let Some(split) = golden.meta("do_image_splitting") {
+        opts.split = split == "true";
+    }
+    let image_name = golden.meta("image").unwrap_or("image.png").to_string();
+    let image_path = a
+        .golden
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join(&image_name);
+    let image_bytes =
+        std::fs::read(&image_path).map_err(|e| Error::io(image_path.display().to_string(), e))?;
+    let img = crate::model::image::decode_image(&image_bytes)?;
+    let processed = preprocess(&img, &opts)?;
+    let cfg = &vqa.model.cfg;
+    let question = golden.question()?.to_string();
+    let prompt = crate::model::prompt::build_prompt_tiled(
+        &vqa.tokenizer,
+        cfg.image_seq_len(),
+        (processed.rows, processed.cols),
+        &question,
+        cfg.text_config.max_position_embeddings,
+    )?;
+    let ids_equal = prompt.ids == golden.input_ids;
+    let same_shape = processed.pixels.shape == golden.pixel_values.shape;
+    let max_px = if same_shape {
+        processed
+            .pixels
+            .data
+            .iter()
+            .zip(&golden.pixel_values.data)
+            .map(|(o, r)| (o - r).abs())
+            .fold(0f32, f32::max)
+    } else {
+        f32::INFINITY
+    };
+    println!(
+        "raw inputs: {image_name} ({}x{}) -> {} image(s) ({}x{} tiles + global; 0x0: unsplit); prompt ids {}; pixels {:?} max |Δ| = {max_px:.3e}",
+        img.width(),
+        img.height(),
+        processed.pixels.shape[0],
+        processed.rows,
+        processed.cols,
+        if ids_equal { "equal" } else { "DIFFER" },
+        processed.pixels.shape,
+    );
+    // One 8-bit level is 2/255 after normalisation; anything above float rounding is a bug.
+    if !ids_equal || max_px > 1e-5 {
+        return Err(Error::Invalid(format!(
+            "reference check failed: our inputs from {image_name} and the prompt differ from the golden's (ids {}, pixels max |Δ| {max_px:.3e})",
+            if ids_equal { "equal" } else { "differ" }
+        )));
+    }
+    golden.input_ids = prompt.ids;
+    golden.pixel_values = processed.pixels;
+    Ok(())
+}
