@@ -4,7 +4,8 @@
 const MODELS = new URL('models/', document.baseURI).href;
 // Used when models/index.json is missing: the f16 model directory alone.
 const F16 = { name: 'f16', path: 'default', kind: 'dir', bytes: null };
-// `?backend=auto|webgpu|cpu` and `?variant=f16|hqq4|...` preselect; `?debug` exposes
+// `?backend=auto|webgpu|cpu` and `?variant=f16|hqq4|...` preselect, `?model=URL&bits=N` loads
+// another model; `?debug` exposes
 // `window.relvqaDebug`.
 const PARAMS = new URLSearchParams(document.location.search);
 
@@ -284,8 +285,48 @@ function showProgress(m) {
   $('status-text').textContent = `Loading the model (${currentVariant().name})…`;
 }
 
+/** A model the user named by URL or picked as a folder; null while a listed variant is chosen. */
+let custom = null;
+
 function currentVariant() {
-  return variants.find((v) => v.name === $('variant-choice').value) || variants[0];
+  return custom || variants.find((v) => v.name === $('variant-choice').value) || variants[0];
+}
+
+/** Files the worker reads from a model folder (the rest of a checkpoint is not needed). */
+const MODEL_FILES = ['config.json', 'tokenizer.json', 'model.safetensors', 'selector.safetensors',
+  'calibration.json'];
+
+/**
+ * The model named in "Another model": a URL (a package streams; a Hugging Face folder is
+ * fetched, and quantized here with HQQ when bits are chosen) or a folder picked from disk,
+ * whose files reach the worker as blob: URLs.
+ */
+function loadOtherModel() {
+  const bits = Number($('model-bits').value) || undefined;
+  const picked = [...$('model-folder').files];
+  if (picked.length) {
+    const urls = {};
+    for (const f of picked) {
+      if (MODEL_FILES.includes(f.name)) urls[f.name] = URL.createObjectURL(f);
+    }
+    const folder = picked[0].webkitRelativePath.split('/')[0] || 'folder';
+    custom = { name: `folder ${folder}`, path: folder, kind: 'url', urls, bits };
+  } else {
+    const raw = $('model-url').value.trim();
+    if (!raw) {
+      showError('Type a model URL or pick a folder first.');
+      return;
+    }
+    let href;
+    try {
+      href = new URL(raw, document.baseURI).href.replace(/\/+$/, '');
+    } catch {
+      showError(`"${raw}" is not a URL.`);
+      return;
+    }
+    custom = { name: href, path: href, kind: 'url', bits };
+  }
+  loadModel();
 }
 
 function loadModel() {
@@ -300,10 +341,11 @@ function loadModel() {
   const v = currentVariant();
   worker.postMessage({
     type: 'load',
-    base: new URL(v.path, MODELS).href,
+    base: v.urls ? v.path : new URL(v.path, MODELS).href,
     kind: v.kind,
     from: v.from,
     bits: v.bits,
+    urls: v.urls,
     backend: $('backend-choice').value,
   });
 }
@@ -343,7 +385,11 @@ async function listVariants() {
 const chosen = PARAMS.get('backend');
 if ([...$('backend-choice').options].some((o) => o.value === chosen)) $('backend-choice').value = chosen;
 $('backend-choice').addEventListener('change', loadModel);
-$('variant-choice').addEventListener('change', loadModel);
+$('variant-choice').addEventListener('change', () => {
+  custom = null;
+  loadModel();
+});
+$('model-load').addEventListener('click', loadOtherModel);
 
 if (PARAMS.has('debug')) {
   // For the browser tests: destroy the WebGPU device, as a driver reset would. Resolves to
@@ -360,4 +406,13 @@ if (PARAMS.has('debug')) {
   };
 }
 
-listVariants().then(loadModel);
+// `?model=URL[&bits=4]` loads that model (as "Another model" does) instead of a listed variant.
+listVariants().then(() => {
+  if (!PARAMS.has('model')) return loadModel();
+  $('model-url').value = PARAMS.get('model');
+  if ([...$('model-bits').options].some((o) => o.value === PARAMS.get('bits'))) {
+    $('model-bits').value = PARAMS.get('bits');
+  }
+  $('other-model').open = true;
+  return loadOtherModel();
+});

@@ -1,5 +1,7 @@
 // The Web Worker that owns the model: the page never blocks on inference.
-// Messages in:  {type: 'load', base, kind, from, backend, bits}  kind 'dir' (config.json +
+// Messages in:  {type: 'load', base, kind, from, backend, bits, urls}  kind 'url' (a package if
+//                 base has a manifest.json, else a directory; `urls`: a picked folder's files
+//                 as blob: URLs), 'dir' (config.json +
 //                 model.safetensors), 'package' (manifest.json + shards) or 'browser-hqq'
 //                 (the f16 model quantized here with HQQ to `bits`: a package, each linear
 //                 quantized as it arrives, when `from` is 'package'; else the directory)
@@ -33,20 +35,26 @@ let model = null;
 let loaded = null;
 let loadTimings = {};
 
-async function fetchDir(base) {
+/** A model folder's files: fetched from `base`, or from blob: URLs of a folder picked on disk. */
+async function fetchDir(base, urls) {
   const names = [...REQUIRED, ...OPTIONAL];
   const files = {};
   let done = 0;
   await Promise.all(names.map(async (name) => {
-    files[name] = await fetchBytes(`${base}/${name}`, REQUIRED.includes(name));
+    if (urls && !urls[name]) {
+      if (REQUIRED.includes(name)) throw new Error(`the folder ${base} has no ${name}`);
+      files[name] = undefined;
+    } else {
+      files[name] = await fetchBytes(urls ? urls[name] : `${base}/${name}`, REQUIRED.includes(name));
+    }
     done += 1;
     postMessage({ type: 'progress', stage: 'download', loaded: done, total: names.length, file: name });
   }));
   return files;
 }
 
-async function loadDir({ base }, backend) {
-  const files = await fetchDir(base);
+async function loadDir({ base, urls }, backend) {
+  const files = await fetchDir(base, urls);
   postMessage({ type: 'progress', stage: 'upload', loaded: 0, total: 0 });
   return RelVqa.load(
     files['config.json'], files['tokenizer.json'], files['model.safetensors'],
@@ -55,8 +63,8 @@ async function loadDir({ base }, backend) {
 }
 
 /** The f16 directory quantized in this tab with HQQ (src/quant/load_time.rs). */
-async function loadQuantizedDir({ base, bits }, backend) {
-  const files = await fetchDir(base);
+async function loadQuantizedDir({ base, bits, urls }, backend) {
+  const files = await fetchDir(base, urls);
   postMessage({ type: 'progress', stage: 'quantize', loaded: 0, total: 0 });
   return RelVqa.loadQuantized(
     files['config.json'], files['tokenizer.json'], files['model.safetensors'],
@@ -102,11 +110,14 @@ async function open(msg, backend, stats) {
   if (msg.kind === 'package') return loadPackage({ base: msg.base }, backend, stats);
   if (msg.kind === 'browser-hqq' && msg.from === 'package') return loadPackage(msg, backend, stats);
   if (msg.kind === 'browser-hqq') return loadQuantizedDir(msg, backend);
-  // A model named only by URL (the widget's `model` attribute): a package, which has a
-  // manifest, streams tensor by tensor; a plain Hugging Face directory is fetched whole.
-  if (!msg.kind) {
-    const manifest = await fetchBytes(`${msg.base}/manifest.json`, false);
+  // A model named only by URL (the widget's `model` attribute, the page's "Another model"):
+  // a package, which has a manifest, streams tensor by tensor; a plain Hugging Face directory
+  // is fetched whole, and quantized here with HQQ when `bits` is set. A folder picked on disk
+  // (`urls`) is always a directory.
+  if (!msg.kind || msg.kind === 'url') {
+    const manifest = msg.urls ? undefined : await fetchBytes(`${msg.base}/manifest.json`, false);
     if (manifest) return loadPackage({ base: msg.base, manifest }, backend, stats);
+    if (msg.bits) return loadQuantizedDir(msg, backend);
   }
   return loadDir(msg, backend);
 }

@@ -29,6 +29,8 @@ pub type Recorder = Arc<Mutex<Vec<Observed>>>;
 pub struct CpuBackend {
     device: Device,
     recorder: Option<Recorder>,
+    /// Record only linears whose name starts with this (`None`: all of them).
+    record_prefix: Option<&'static str>,
 }
 
 impl Default for CpuBackend {
@@ -36,6 +38,7 @@ impl Default for CpuBackend {
         Self {
             device: Device::Cpu,
             recorder: None,
+            record_prefix: None,
         }
     }
 }
@@ -50,6 +53,19 @@ impl CpuBackend {
         Self {
             device: Device::Cpu,
             recorder: Some(recorder),
+            record_prefix: None,
+        }
+    }
+
+    /// Like [`CpuBackend::recording`], for the linears under `prefix` only. A probe makes
+    /// candle track every op after it, so probing the vision tower too kept its whole graph
+    /// (1024 patches a layer at SmolVLM-256M's size) alive until `backward`: MBQ calibration
+    /// of a real-size model was killed for memory.
+    pub fn recording_only(recorder: Recorder, prefix: &'static str) -> Self {
+        Self {
+            device: Device::Cpu,
+            recorder: Some(recorder),
+            record_prefix: Some(prefix),
         }
     }
 
@@ -202,6 +218,9 @@ impl Backend for CpuBackend {
         let Some(r) = &self.recorder else {
             return Ok(y);
         };
+        if self.record_prefix.is_some_and(|p| !name.starts_with(p)) {
+            return Ok(y);
+        }
         // candle's backward keeps gradients only for variables, so the output passes through
         // `y + 0` with the zero a variable: its gradient is dL/dy.
         let probe = candle_core::Var::zeros(y.dims(), y.dtype(), y.device())

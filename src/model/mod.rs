@@ -9,7 +9,7 @@ pub mod linear;
 pub mod loader;
 pub mod params;
 pub mod prompt;
-pub mod text_gen;
 pub mod resample;
+pub mod text_gen;
 pub mod tokenizer;
 pub mod weights;

@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use candle_core::{Tensor, Var};
+use candle_core::Tensor;
 
 use super::rtn;
 use super::spec::QuantSpec;
@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::eval::shapes::Split;
 use crate::model::generate::Vqa;
 use crate::model::idefics3::{Idefics3, Idefics3Config};
-use crate::model::params::{Init, Params, SafetensorsParams};
+use crate::model::params::SafetensorsParams;
 use crate::model::tokenizer::VqaTokenizer;
 use crate::train::{batch, batch_loss};
 
@@ -32,24 +32,6 @@ pub type HostWeights = BTreeMap<String, HostTensor>;
 
 /// Alpha grid {0, 0.05, ..., 0.95}, as in AWQ and MBQ.
 pub const ALPHA_GRID: usize = 20;
-
-/// Loads a checkpoint as candle `Var`s so a backward pass reaches every activation.
-struct VarCheckpoint<'a> {
-    inner: SafetensorsParams<'a, CpuBackend>,
-}
-
-impl Params<CpuBackend> for VarCheckpoint<'_> {
-    fn backend(&self) -> &CpuBackend {
-        self.inner.backend()
-    }
-    fn tensor(&mut self, name: &str, shape: &[usize], init: Init) -> Result<Tensor> {
-        let t = self.inner.tensor(name, shape, init)?;
-        Ok(Var::from_tensor(&t)?.as_tensor().clone())
-    }
-    fn contains(&self, name: &str) -> bool {
-        self.inner.contains(name)
-    }
-}
 
 /// What one calibration pass measured.
 #[derive(Debug, Default)]
@@ -109,10 +91,10 @@ pub fn calibrate(
         ));
     }
     let recorder = Arc::new(Mutex::new(Vec::<Observed>::new()));
-    let backend = CpuBackend::recording(recorder.clone());
-    let mut p = VarCheckpoint {
-        inner: SafetensorsParams::new(backend.clone(), "model.safetensors", weights)?,
-    };
+    // Weights are plain tensors: only the probes on the text linears are variables, so candle
+    // tracks the graph from the first text layer on and computes no weight gradients.
+    let backend = CpuBackend::recording_only(recorder.clone(), "model.text_model.");
+    let mut p = SafetensorsParams::new(backend.clone(), "model.safetensors", weights)?;
     let model = Idefics3::load(&mut p, cfg)?;
     let vqa = Vqa::new(backend, model, tok.clone());
     let layers = cfg.text_config.num_hidden_layers;

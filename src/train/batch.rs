@@ -24,7 +24,7 @@ pub struct Batch {
     /// Flat indices `row * seq + pos` whose next-token prediction is trained.
     pub positions: Vec<u32>,
     pub targets: Vec<u32>,
-    /// First answer token per row (single-word answers), for accuracy.
+    /// First answer token per row, for accuracy.
     pub answers: Vec<u32>,
 }
 
@@ -35,16 +35,20 @@ struct Row {
     first: u32,
 }
 
-fn single_token(tok: &VqaTokenizer, answer: &str) -> Result<u32> {
-    match tok.encode(answer)?.as_slice() {
-        [a] => Ok(*a),
-        _ => Err(Error::Train(format!("answer `{answer}` is not one token"))),
+/// The answer's tokens as the prompt continues (` {answer}`, see prompt.rs): one token with
+/// the default model's word-level tokenizer, often several with a byte-level BPE (MBQ
+/// calibrates a converted SmolLM2 on these batches).
+fn answer_tokens(tok: &VqaTokenizer, answer: &str) -> Result<Vec<u32>> {
+    let ids = tok.encode(&format!(" {answer}"))?;
+    if ids.is_empty() {
+        return Err(Error::Train(format!("answer `{answer}` has no tokens")));
     }
+    Ok(ids)
 }
 
 /// `turns == 0`: prompt only, supervising the first answer token at the prompt's last position
 /// (validation). `turns >= 1`: sample `i` gets `1 + i % turns` question/answer turns, each
-/// answer token and its `<end_of_utterance>` supervised.
+/// answer's tokens and its `<end_of_utterance>` supervised.
 pub fn make_batch(
     vqa: &Vqa<CpuBackend>,
     split: Split,
@@ -63,11 +67,16 @@ pub fn make_batch(
         let extra = if turns == 0 { 0 } else { (i as usize) % turns };
         let (s, more) = shapes::sample_with_followups(split, i, extra);
         let p = vqa.prompt(&s.question.text)?;
-        let first = single_token(tok, &s.question.answer)?;
+        let answer = answer_tokens(tok, &s.question.answer)?;
+        let first = answer[0];
         let mut ids = p.ids;
         let mut sup = vec![(ids.len() - 1, first)];
         if turns > 0 {
-            ids.push(first);
+            for w in answer.windows(2) {
+                ids.push(w[0]);
+                sup.push((ids.len() - 1, w[1]));
+            }
+            ids.push(answer[answer.len() - 1]);
             sup.push((ids.len() - 1, eou));
             ids.push(eou);
             for q in more {
@@ -75,9 +84,10 @@ pub fn make_batch(
                 ids.extend(tok.encode(&q.text)?);
                 ids.push(eou);
                 ids.extend(&assistant);
-                let a = single_token(tok, &q.answer)?;
-                sup.push((ids.len() - 1, a));
-                ids.push(a);
+                for a in answer_tokens(tok, &q.answer)? {
+                    sup.push((ids.len() - 1, a));
+                    ids.push(a);
+                }
                 sup.push((ids.len() - 1, eou));
                 ids.push(eou);
             }

@@ -210,6 +210,29 @@ test('every WGSL kernel matches the CPU backend on Chromium\'s WebGPU', async ()
   await page.close();
 });
 
+test('a model named by URL or picked as a folder loads and answers like the CLI', async () => {
+  const s = samples[0];
+  const image = join(dataDir, s.image);
+  // By URL: a Hugging Face style folder (config.json, tokenizer.json, model.safetensors).
+  const { page, errors } = await openPage(gpuBrowser, '?backend=cpu&model=models/default');
+  await ask(page, image, s.question);
+  await assertLikeCli(page, cliAnswers[0], 'the model loaded by URL');
+  // A folder picked on disk reaches the worker as blob: URLs.
+  await page.setInputFiles('#model-folder', join(REPO, 'models', 'default'));
+  await page.click('#model-load');
+  await page.waitForSelector('#model-status[data-ready="true"]', { timeout: LOAD_TIMEOUT_MS });
+  await ask(page, image, s.question);
+  await assertLikeCli(page, cliAnswers[0], 'the model loaded from a folder');
+  // A URL with nothing there says what is missing.
+  await page.evaluate(() => { document.getElementById('model-folder').value = ''; });
+  await page.fill('#model-url', 'models/no-such-model');
+  await page.click('#model-load');
+  await page.waitForFunction(() => document.querySelector('#error')?.textContent.includes('HTTP 404'));
+  assert.match(await page.textContent('#error'), /no-such-model\/config\.json: HTTP 404/);
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
 test('the widget page embeds two independent widgets and an iframe, answering like the CLI', async () => {
   const page = await gpuBrowser.newPage();
   const errors = [];
