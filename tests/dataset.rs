@@ -119,3 +119,80 @@ fn impossible_scenes_shrink_instead_of_looping() {
     let scene = shapes::render::random_scene(&mut rng, 24, 6);
     assert!(!scene.objects.is_empty() && scene.objects.len() < 6);
 }
+
+/// Training may draw other scenes and follow-ups, but a chat's first question and image are
+/// what evaluation sees: the default draw is exactly `sample`.
+#[test]
+fn training_draws_leave_the_evaluated_sample_unchanged() {
+    use shapes::{Draw, Followups};
+    for i in 0..50 {
+        let s = shapes::sample(Split::Train, i);
+        let shapes_draw = Draw {
+            max_objects: shapes::MAX_OBJECTS,
+            followups: Followups::Shapes,
+        };
+        for draw in [Draw::EVAL, shapes_draw] {
+            let (t, more) = shapes::sample_with_followups(Split::Train, i, 3, draw);
+            assert_eq!(t.image, s.image, "sample {i}");
+            assert_eq!(t.question, s.question, "sample {i}");
+            assert_eq!(more.len(), 3);
+        }
+    }
+}
+
+/// `Followups::Shapes` asks the shape of every uniquely coloured object (as many as fit),
+/// each answer true of the scene, before any random question.
+#[test]
+fn shape_followups_name_every_uniquely_coloured_object() {
+    use shapes::{Draw, Followups};
+    let draw = Draw {
+        max_objects: shapes::MAX_OBJECTS,
+        followups: Followups::Shapes,
+    };
+    for i in 0..200 {
+        let (s, more) = shapes::sample_with_followups(Split::Train, i, 6, draw);
+        let objs = &s.scene.objects;
+        let uniq: Vec<_> = objs
+            .iter()
+            .filter(|o| objs.iter().filter(|p| p.color == o.color).count() == 1)
+            .collect();
+        let asked: Vec<_> = more.iter().take(uniq.len()).collect();
+        for q in &asked {
+            assert_eq!(q.family, Family::Shape, "sample {i}: {}", q.text);
+            let o = uniq
+                .iter()
+                .find(|o| q.text == format!("what shape is the {} object ?", o.color_name()))
+                .unwrap_or_else(|| panic!("sample {i}: {} names no unique colour", q.text));
+            assert_eq!(q.answer, o.kind.name());
+        }
+        let named: HashSet<_> = asked.iter().map(|q| q.text.clone()).collect();
+        assert_eq!(
+            named.len(),
+            uniq.len().min(6),
+            "sample {i}: each object once"
+        );
+    }
+}
+
+/// The curriculum's draw: one object per scene, questions still valid for it.
+#[test]
+fn the_curriculum_draws_single_object_scenes() {
+    let o = relvqa::train::TrainOptions {
+        curriculum_steps: 10,
+        ..Default::default()
+    };
+    assert_eq!(o.draw_at(9).max_objects, 1);
+    assert_eq!(o.draw_at(10).max_objects, shapes::MAX_OBJECTS);
+    let mut counts = BTreeMap::new();
+    for i in 0..100 {
+        let (s, more) = shapes::sample_with_followups(Split::Train, i, 2, o.draw_at(0));
+        assert_eq!(s.scene.objects.len(), 1, "sample {i}");
+        for q in std::iter::once(&s.question).chain(&more) {
+            *counts.entry(q.family).or_insert(0) += 1;
+            if q.family == Family::Count {
+                assert_eq!(q.answer, "1");
+            }
+        }
+    }
+    assert!(counts.get(&Family::Shape).copied().unwrap_or(0) >= 100);
+}

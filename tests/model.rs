@@ -188,7 +188,14 @@ fn every_parameter_gets_a_gradient() {
     let mut vp = relvqa::train::params::VarParams::new(3);
     let model = relvqa::model::idefics3::Idefics3::load(&mut vp, &cfg).unwrap();
     let vqa = relvqa::model::generate::Vqa::new(CpuBackend::new(), model, tok);
-    let b = relvqa::train::batch::make_batch(&vqa, Split::Train, 0..8, 3).unwrap();
+    let b = relvqa::train::batch::make_batch(
+        &vqa,
+        Split::Train,
+        0..8,
+        3,
+        relvqa::eval::shapes::Draw::EVAL,
+    )
+    .unwrap();
     let grads = train::batch_loss(&vqa, &b).unwrap().backward().unwrap();
     for (name, v) in &vp.vars {
         let g = grads

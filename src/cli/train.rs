@@ -30,6 +30,15 @@ pub struct TrainArgs {
     /// Up to this many question/answer turns per training image.
     #[arg(long, default_value_t = TrainOptions::default().turns)]
     turns: usize,
+    /// What the turns after the first ask.
+    #[arg(long, value_enum, default_value_t = TrainOptions::default().followups)]
+    followups: shapes::Followups,
+    /// The vision tower's learning rate as a multiple of --lr (5 was tried: worse at 1000 steps).
+    #[arg(long, default_value_t = TrainOptions::default().vision_lr_scale)]
+    vision_lr_scale: f64,
+    /// The first this many steps train on scenes of one object.
+    #[arg(long, default_value_t = TrainOptions::default().curriculum_steps)]
+    curriculum_steps: usize,
     /// Threads computing gradients of batch slices in parallel (default: all cores).
     #[arg(long, default_value_t = TrainOptions::default().workers)]
     workers: usize,
@@ -56,6 +65,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
         seed: a.seed,
         warmup: a.warmup,
         turns: a.turns,
+        followups: a.followups,
+        vision_lr_scale: a.vision_lr_scale,
+        curriculum_steps: a.curriculum_steps,
         workers: a.workers.max(1),
         eval_every: a.eval_every.max(1),
         ..Default::default()
@@ -122,6 +134,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     std::fs::write(&p, card).map_err(|e| Error::io(p.display().to_string(), e))?;
     let log = serde_json::json!({
         "steps": o.steps, "batch": o.batch, "lr": o.lr, "warmup": o.warmup, "seed": o.seed, "turns": o.turns,
+        "followups": format!("{:?}", o.followups).to_lowercase(), "curriculum_steps": o.curriculum_steps, "vision_lr_scale": o.vision_lr_scale,
         "wall_s": trained.wall_s, "val_history": trained.val_history, "loss_curve": loss_curve,
         "test": {"n": report.n, "accuracy": report.accuracy, "per_family": report.per_family},
     });
@@ -153,8 +166,18 @@ fn model_card(
     ));
     s.push_str("## Training\n\n");
     s.push_str(&format!(
-        "- data: `train` split of shapes, sample seeds `(split, index)`, {} steps x batch {} = {} images, each seen once, each a chat of 1 to {} question/answer turns (the first turn is exactly the single-question prompt)\n- AdamW lr {:.0e} (weight decay {}), {} warm-up steps then cosine to 5%, gradient clip 1.0, loss on answer tokens only, seed {}\n- wall time: {:.0} s ({:.1} min) on this machine ({} CPU threads), `relvqa train --out models/default`\n",
-        o.steps, o.batch, o.steps * o.batch, o.turns, o.lr, o.weight_decay, o.warmup, o.seed, wall_s, wall_s / 60.0,
+        "- data: `train` split of shapes, sample seeds `(split, index)`, {} steps x batch {} = {} images, each seen once, each a chat of 1 to {} question/answer turns (the first turn is exactly the single-question prompt; the others ask {})\n{}- AdamW lr {:.0e} (weight decay {}), {} warm-up steps then cosine to 5%, gradient clip 1.0, loss on answer tokens only, seed {}\n- wall time: {:.0} s ({:.1} min) on this machine ({} CPU threads), `relvqa train --out models/default`\n",
+        o.steps, o.batch, o.steps * o.batch, o.turns,
+        match o.followups {
+            shapes::Followups::Random => "random questions",
+            shapes::Followups::Shapes => "the shape of each uniquely coloured object, then random questions",
+        },
+        if o.curriculum_steps > 0 {
+            format!("- curriculum: the first {} steps draw scenes of one object\n", o.curriculum_steps)
+        } else {
+            String::new()
+        },
+        o.lr, o.weight_decay, o.warmup, o.seed, wall_s, wall_s / 60.0,
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     ));
     if let Some((st, acc)) = val.last() {

@@ -20,7 +20,7 @@ use super::spec::QuantSpec;
 use crate::backend::cpu::{CpuBackend, Observed};
 use crate::backend::HostTensor;
 use crate::error::{Error, Result};
-use crate::eval::shapes::Split;
+use crate::eval::shapes::{Draw, Split};
 use crate::model::generate::Vqa;
 use crate::model::idefics3::{Idefics3, Idefics3Config};
 use crate::model::params::SafetensorsParams;
@@ -106,7 +106,7 @@ pub fn calibrate(
     while done < samples {
         let n = chunk.min(samples - done);
         let start = first + done as u64;
-        let b = batch::make_batch(&vqa, Split::Train, start..start + n as u64, 1)?;
+        let b = batch::make_batch(&vqa, Split::Train, start..start + n as u64, 1, Draw::EVAL)?;
         if let Ok(mut r) = recorder.lock() {
             r.clear();
         }

@@ -9,7 +9,7 @@
 use crate::backend::cpu::CpuBackend;
 use crate::backend::HostTensor;
 use crate::error::{Error, Result};
-use crate::eval::shapes::{self, Split};
+use crate::eval::shapes::{self, Draw, Split};
 use crate::model::generate::Vqa;
 use crate::model::image::image_to_pixels;
 use crate::model::tokenizer::VqaTokenizer;
@@ -54,6 +54,7 @@ pub fn make_batch(
     split: Split,
     indices: impl Iterator<Item = u64>,
     turns: usize,
+    draw: Draw,
 ) -> Result<Batch> {
     let tok: &VqaTokenizer = &vqa.tokenizer;
     let eou = tok.special.end_of_utterance;
@@ -65,7 +66,7 @@ pub fn make_batch(
     let mut pix = Vec::new();
     for i in indices {
         let extra = if turns == 0 { 0 } else { (i as usize) % turns };
-        let (s, more) = shapes::sample_with_followups(split, i, extra);
+        let (s, more) = shapes::sample_with_followups(split, i, extra, draw);
         let p = vqa.prompt(&s.question.text)?;
         let answer = answer_tokens(tok, &s.question.answer)?;
         let first = answer[0];

@@ -10,7 +10,24 @@ pub mod render;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-pub use questions::{Family, Question, FAMILIES};
+pub use questions::{Family, Followups, Question, FAMILIES};
+
+/// How a sample is drawn: evaluation always uses [`Draw::EVAL`]; training may draw simpler
+/// scenes or other follow-up questions (see `train::TrainOptions`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Draw {
+    /// Scenes hold 1 to this many objects.
+    pub max_objects: usize,
+    /// What the questions after the first ask.
+    pub followups: Followups,
+}
+
+impl Draw {
+    pub const EVAL: Draw = Draw {
+        max_objects: MAX_OBJECTS,
+        followups: Followups::Random,
+    };
+}
 
 use crate::error::{Error, Result};
 
@@ -75,21 +92,24 @@ pub struct Sample {
 }
 
 pub fn sample(split: Split, index: u64) -> Sample {
-    sample_with_followups(split, index, 0).0
+    sample_with_followups(split, index, 0, Draw::EVAL).0
 }
 
 /// Sample `index` plus `extra` further questions about the same image (a multi-turn chat for
 /// training). The first question is exactly [`sample`]'s: the extra ones continue its stream.
-pub fn sample_with_followups(split: Split, index: u64, extra: usize) -> (Sample, Vec<Question>) {
+pub fn sample_with_followups(
+    split: Split,
+    index: u64,
+    extra: usize,
+    draw: Draw,
+) -> (Sample, Vec<Question>) {
     let seed = (split.id() << 48) | (index & ((1 << 48) - 1));
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let n = rng.random_range(1..=MAX_OBJECTS);
+    let n = rng.random_range(1..=draw.max_objects.clamp(1, MAX_OBJECTS));
     let scene = render::random_scene(&mut rng, IMAGE_SIDE, n);
     let image = render::render(&scene, &mut rng);
     let question = questions::ask(&scene, &mut rng);
-    let more = (0..extra)
-        .map(|_| questions::ask(&scene, &mut rng))
-        .collect();
+    let more = draw.followups.ask(&scene, &mut rng, extra);
     (
         Sample {
             split,

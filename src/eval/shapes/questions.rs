@@ -188,6 +188,40 @@ fn ask_family<R: Rng>(scene: &Scene, f: Family, rng: &mut R) -> Option<Question>
     }
 }
 
+/// Follow-up questions for training chats, which the test distribution never sees (only a
+/// chat's first question is ever evaluated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Followups {
+    /// Drawn like first questions, family by weight.
+    Random,
+    /// "what shape is the {colour} object ?" for each uniquely coloured object, in random
+    /// order, then random ones: dense supervision of every object's shape.
+    Shapes,
+}
+
+impl Followups {
+    pub fn ask<R: Rng>(self, scene: &Scene, rng: &mut R, n: usize) -> Vec<Question> {
+        let mut out = Vec::with_capacity(n);
+        if self == Followups::Shapes {
+            let objs = &scene.objects;
+            let mut uniq: Vec<_> = objs
+                .iter()
+                .filter(|o| objs.iter().filter(|p| p.color == o.color).count() == 1)
+                .collect();
+            uniq.shuffle(rng);
+            out.extend(uniq.into_iter().take(n).map(|o| Question {
+                text: format!("what shape is the {} object ?", o.color_name()),
+                answer: o.kind.name().to_string(),
+                family: Family::Shape,
+            }));
+        }
+        while out.len() < n {
+            out.push(ask(scene, rng));
+        }
+        out
+    }
+}
+
 /// One question about `scene`, family drawn by weight, falling back to always-possible families.
 pub fn ask<R: Rng>(scene: &Scene, rng: &mut R) -> Question {
     for _ in 0..8 {
