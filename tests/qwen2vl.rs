@@ -78,7 +78,10 @@ fn smart_resize_matches_transformers() {
     assert_eq!(smart_resize(76, 100, 28, 3136, 12544).ok(), Some((84, 112)));
     assert_eq!(smart_resize(70, 100, 28, 3136, 12544).ok(), Some((56, 112)));
     assert_eq!(smart_resize(10, 10, 28, 3136, 12544).ok(), Some((56, 56)));
-    assert_eq!(smart_resize(1000, 800, 28, 3136, 12544).ok(), Some((112, 84)));
+    assert_eq!(
+        smart_resize(1000, 800, 28, 3136, 12544).ok(),
+        Some((112, 84))
+    );
 }
 
 #[test]
@@ -98,7 +101,10 @@ fn cli_check_reference_passes_and_raw_too() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "raw={raw}: {stdout}\n{stderr}");
-        assert!(stdout.contains("qwen2_vl") && stdout.contains("PASS"), "{stdout}");
+        assert!(
+            stdout.contains("qwen2_vl") && stdout.contains("PASS"),
+            "{stdout}"
+        );
         assert!(stdout.contains(": equal"), "{stdout}");
         if raw {
             assert!(stdout.contains("prompt ids equal"), "{stdout}");
@@ -202,7 +208,11 @@ fn more_image_tokens_than_images_is_refused() {
         .forward_prompt(b, &ids, Some(&px), &g.grids, None)
         .expect_err("extra image tokens");
     assert!(matches!(e, Error::Invalid(_)), "{e:?}");
-    assert!(e.to_string().contains("2 run(s) of image tokens but 1 image(s)"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("2 run(s) of image tokens but 1 image(s)"),
+        "{e}"
+    );
     // One image token too many inside the image's run.
     let mut ids = g.input_ids.clone();
     let first = ids.iter().position(|&t| t == img).expect("image tokens");
@@ -211,13 +221,20 @@ fn more_image_tokens_than_images_is_refused() {
         .model
         .forward_prompt(b, &ids, Some(&px), &g.grids, None)
         .expect_err("run too long");
-    assert!(e.to_string().contains("13 image tokens but its grid"), "{e}");
+    assert!(
+        e.to_string().contains("13 image tokens but its grid"),
+        "{e}"
+    );
     // Image tokens and no image.
     let e = m
         .model
         .forward_prompt(b, &g.input_ids, None, &[], None)
         .expect_err("no image");
-    assert!(e.to_string().contains("1 run(s) of image tokens but 0 image(s)"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("1 run(s) of image tokens but 0 image(s)"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -228,7 +245,9 @@ fn image_outside_the_processor_limits_is_refused() {
     let e = preprocess(&img, &m.processor).expect_err("extreme aspect ratio");
     assert!(matches!(e, Error::Image(_)), "{e:?}");
     assert!(e.to_string().contains("aspect ratio"), "{e}");
-    let e = m.inputs(&img, "what is it ?").expect_err("same through inputs");
+    let e = m
+        .inputs(&img, "what is it ?")
+        .expect_err("same through inputs");
     assert!(matches!(e, Error::Image(_)), "{e:?}");
 }
 
@@ -304,9 +323,17 @@ fn answer_matches_golden_ids_and_has_features() {
     let d = m.model.cfg.text.hidden_size;
     let f = &gen.features;
     assert_eq!(
-        (f.image_pooled.len(), f.question_pooled.len(), f.answer_last.len()),
+        (
+            f.image_pooled.len(),
+            f.question_pooled.len(),
+            f.answer_last.len()
+        ),
         (d, d, d)
     );
-    assert!(f.image_pooled.iter().chain(&f.question_pooled).all(|x| x.is_finite()));
+    assert!(f
+        .image_pooled
+        .iter()
+        .chain(&f.question_pooled)
+        .all(|x| x.is_finite()));
     assert!(gen.maxprob() > 0.0 && gen.maxprob() <= 1.0);
 }

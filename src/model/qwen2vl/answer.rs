@@ -6,9 +6,7 @@
 use super::loader::{Inputs, Qwen2VlModel};
 use crate::backend::{Backend, HostTensor};
 use crate::error::{Error, Result};
-use crate::model::generate::{
-    mean_rows, pick_greedy, row, softmax_at, AnswerFeatures, Generation,
-};
+use crate::model::generate::{mean_rows, pick_greedy, row, softmax_at, AnswerFeatures, Generation};
 
 /// The token that ends an assistant turn in Qwen2-VL's chat format.
 pub const IM_END: &str = "<|im_end|>";

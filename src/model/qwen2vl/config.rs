@@ -332,7 +332,10 @@ impl Qwen2VlConfig {
             )));
         }
         if t.vocab_size == 0 || t.vocab_size > MAX_VOCAB {
-            return Err(cfg_err(format!("vocab_size {} is out of range", t.vocab_size)));
+            return Err(cfg_err(format!(
+                "vocab_size {} is out of range",
+                t.vocab_size
+            )));
         }
         if !t.hidden_size.is_multiple_of(t.num_attention_heads) {
             return Err(cfg_err(format!(
@@ -382,7 +385,9 @@ impl Qwen2VlConfig {
             || !(v.rope_theta.is_finite() && v.rope_theta > 1.0)
             || !(t.rms_norm_eps.is_finite() && t.rms_norm_eps > 0.0)
         {
-            return Err(cfg_err("rope_theta and rms_norm_eps must be positive numbers"));
+            return Err(cfg_err(
+                "rope_theta and rms_norm_eps must be positive numbers",
+            ));
         }
         if self.image_token_id as usize >= t.vocab_size {
             return Err(cfg_err(format!(
@@ -435,7 +440,12 @@ fn text_rope(t: &RawText, top: &serde_json::Value) -> Result<(f64, [usize; 3])> 
         Some(s) => {
             let list: Vec<usize> = s
                 .as_array()
-                .map(|a| a.iter().filter_map(|x| x.as_u64()).map(|x| x as usize).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_u64())
+                        .map(|x| x as usize)
+                        .collect()
+                })
                 .unwrap_or_default();
             match list.as_slice() {
                 [a, b, c] => [*a, *b, *c],

@@ -101,7 +101,11 @@ impl QwenGolden {
             .collect();
         let mut grids = Vec::with_capacity(n_img);
         for (i, g) in raw.chunks_exact(3).enumerate() {
-            let side = |x: i64| usize::try_from(x).ok().filter(|x| *x > 0 && *x <= MAX_GRID_SIDE);
+            let side = |x: i64| {
+                usize::try_from(x)
+                    .ok()
+                    .filter(|x| *x > 0 && *x <= MAX_GRID_SIDE)
+            };
             match (side(g[0]), side(g[1]), side(g[2])) {
                 (Some(a), Some(b), Some(c)) => grids.push([a, b, c]),
                 _ => {

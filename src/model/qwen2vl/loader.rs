@@ -84,8 +84,11 @@ pub fn load_from_bytes<B: Backend>(
         None => ProcessorOptions::default(),
     };
     let v = &cfg.vision;
-    if (processor.patch_size, processor.temporal_patch_size, processor.merge_size)
-        != (v.patch_size, v.temporal_patch_size, v.spatial_merge_size)
+    if (
+        processor.patch_size,
+        processor.temporal_patch_size,
+        processor.merge_size,
+    ) != (v.patch_size, v.temporal_patch_size, v.spatial_merge_size)
     {
         return Err(Error::Config(format!(
             "preprocessor_config.json's patch/temporal/merge sizes ({}, {}, {}) differ from the vision config's ({}, {}, {})",

@@ -235,12 +235,7 @@ impl<B: Backend> Qwen2Vl<B> {
 
     /// Decode step(s) after the prompt: plain tokens at `cache index + rope_delta` on all
     /// three axes, as transformers continues once the image is in the cache.
-    pub fn forward_tokens(
-        &self,
-        b: &B,
-        ids: &[u32],
-        cache: &mut KvCache<B>,
-    ) -> Result<B::Tensor> {
+    pub fn forward_tokens(&self, b: &B, ids: &[u32], cache: &mut KvCache<B>) -> Result<B::Tensor> {
         let s = ids.len();
         let start = cache.len() as i64 + cache.rope_delta;
         let p: Vec<i64> = (0..s as i64).map(|i| start + i).collect();

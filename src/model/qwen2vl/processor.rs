@@ -176,15 +176,23 @@ impl ProcessorOptions {
             )));
         }
         let resample = v.get("resample").and_then(|x| x.as_u64()).unwrap_or(3);
-        let filter = PilFilter::from_pil_id(resample)
-            .ok_or_else(|| bad(format!("resample {resample} is not supported (BICUBIC = 3)")))?;
+        let filter = PilFilter::from_pil_id(resample).ok_or_else(|| {
+            bad(format!(
+                "resample {resample} is not supported (BICUBIC = 3)"
+            ))
+        })?;
         let triple = |key: &str, default: [f32; 3]| -> Result<[f32; 3]> {
             match v.get(key) {
                 None => Ok(default),
                 Some(a) => {
                     let xs: Vec<f32> = a
                         .as_array()
-                        .map(|a| a.iter().filter_map(|x| x.as_f64()).map(|x| x as f32).collect())
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|x| x.as_f64())
+                                .map(|x| x as f32)
+                                .collect()
+                        })
                         .unwrap_or_default();
                     match xs.as_slice() {
                         [a, b, c] => Ok([*a, *b, *c]),

@@ -78,7 +78,13 @@ impl<B: Backend> VisionModel<B> {
             blocks,
             ln_q: LayerNorm::load(p, &format!("{prefix}.merger.ln_q"), e, LN_EPS)?,
             mlp0: Linear::load(p, &format!("{prefix}.merger.mlp.0"), m, m, true)?,
-            mlp2: Linear::load(p, &format!("{prefix}.merger.mlp.2"), m, cfg.hidden_size, true)?,
+            mlp2: Linear::load(
+                p,
+                &format!("{prefix}.merger.mlp.2"),
+                m,
+                cfg.hidden_size,
+                true,
+            )?,
         })
     }
 

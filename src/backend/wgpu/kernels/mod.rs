@@ -161,7 +161,10 @@ mod tests {
                 super::gelu_tanh_f32::Params::FIELDS,
                 super::gelu_tanh_f32::SRC,
             ),
-            (super::gelu_erf_f32::Params::FIELDS, super::gelu_erf_f32::SRC),
+            (
+                super::gelu_erf_f32::Params::FIELDS,
+                super::gelu_erf_f32::SRC,
+            ),
             (
                 super::layer_norm_f32::Params::FIELDS,
                 super::layer_norm_f32::SRC,
