@@ -337,3 +337,37 @@ fn answer_matches_golden_ids_and_has_features() {
         .all(|x| x.is_finite()));
     assert!(gen.maxprob() > 0.0 && gen.maxprob() <= 1.0);
 }
+
+/// `resize_pil` against Pillow 13's own output (tests/fixtures/resample, written with
+/// `Image.resize`): bit for bit for BICUBIC (Qwen2-VL) and LANCZOS (Idefics3), for a
+/// width-grows-height-shrinks shape (Pillow's vertical-first case) and both-ways shapes.
+#[test]
+fn pillow_resize_matches_bit_for_bit() {
+    use relvqa::model::resample::{resize_pil, PilFilter};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/resample");
+    let load = |name: &str| {
+        relvqa::model::image::decode_image(&std::fs::read(dir.join(name)).expect("read"))
+            .expect("decode")
+    };
+    let input = load("in-26x30.png");
+    for (name, filter) in [
+        ("bicubic", PilFilter::Bicubic),
+        ("lanczos", PilFilter::Lanczos),
+    ] {
+        for (w, h) in [(40u32, 21u32), (20, 21), (35, 41)] {
+            let want = load(&format!("{name}-{w}x{h}.png"));
+            let got = resize_pil(&input, w, h, filter).expect("resize");
+            let worst = got
+                .as_raw()
+                .iter()
+                .zip(want.as_raw())
+                .map(|(a, b)| a.abs_diff(*b))
+                .max()
+                .unwrap_or(0);
+            assert_eq!(
+                worst, 0,
+                "{name} 26x30 -> {w}x{h} differs by {worst} levels"
+            );
+        }
+    }
+}

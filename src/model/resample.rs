@@ -9,9 +9,10 @@
 //! rows the vertical pass reads, then the vertical pass; rounding by adding half before the
 //! shift, clamping to 0..=255.
 //!
-//! Known gap: for some shapes (seen when one side grows while the other shrinks, and for a
-//! few shrinking both, e.g. 50x130 -> 36x96) Pillow 13 returns what a vertical-first pass
-//! gives, up to 2 levels away from this; the rule it uses to pick the order is not found yet.
+//! Pass order: Pillow 13 runs the vertical pass first when the width grows and the height
+//! shrinks (as Qwen2-VL's smart_resize often asks, e.g. 130x90 -> 140x84), and so do we.
+//! Known gap: for a few shapes shrinking both sides (e.g. 50x130 -> 36x96) it also goes
+//! vertical first, up to 2 levels away from this; the rule for those is not found yet.
 //! Idefics3's usual resizes (both sides the same way, square global image) match bit for bit,
 //! and `relvqa check-reference --raw` fails loudly rather than passing on a mismatch.
 
@@ -149,6 +150,43 @@ pub fn resize_pil(img: &RgbImage, width: u32, height: u32, filter: PilFilter) ->
     let horiz = precompute(w0, w1, filter);
     let vert = precompute(h0, h1, filter);
     let half = 1i64 << (PRECISION_BITS - 1);
+
+    // Pillow 13 runs the vertical pass first when the width grows and the height shrinks
+    // (found by comparing its resize with the two one-axis resizes in either order, on random
+    // shapes: this rule held for every such shape; the both-shrinking exceptions remain).
+    if w1 > w0 && h1 < h0 {
+        let mut tmp = vec![0u8; h1 * w0 * 3];
+        for yy in 0..h1 {
+            let (ymin, n) = vert.bounds[yy];
+            let k = &vert.k[yy * vert.ksize..yy * vert.ksize + n];
+            for xx in 0..w0 {
+                for c in 0..3 {
+                    let mut ss = half;
+                    for (y, ky) in k.iter().enumerate() {
+                        ss += src[((ymin + y) * w0 + xx) * 3 + c] as i64 * *ky as i64;
+                    }
+                    tmp[(yy * w0 + xx) * 3 + c] = clip8(ss);
+                }
+            }
+        }
+        let mut out = vec![0u8; h1 * w1 * 3];
+        for y in 0..h1 {
+            let line = &tmp[y * w0 * 3..(y + 1) * w0 * 3];
+            for xx in 0..w1 {
+                let (xmin, n) = horiz.bounds[xx];
+                let k = &horiz.k[xx * horiz.ksize..xx * horiz.ksize + n];
+                for c in 0..3 {
+                    let mut ss = half;
+                    for (x, kx) in k.iter().enumerate() {
+                        ss += line[(x + xmin) * 3 + c] as i64 * *kx as i64;
+                    }
+                    out[(y * w1 + xx) * 3 + c] = clip8(ss);
+                }
+            }
+        }
+        return RgbImage::from_raw(width, height, out)
+            .ok_or_else(|| Error::Image("resize produced a wrong-sized buffer".into()));
+    }
 
     // Horizontal pass over the rows the vertical pass will read (Pillow's ybox).
     let (tmp, tw, row0, rows) = if w0 != w1 {

@@ -381,9 +381,10 @@ impl Qwen2VlConfig {
                 v.mlp_ratio
             )));
         }
-        if !(t.rope_theta.is_finite() && t.rope_theta > 1.0)
-            || !(v.rope_theta.is_finite() && v.rope_theta > 1.0)
-            || !(t.rms_norm_eps.is_finite() && t.rms_norm_eps > 0.0)
+        let positive = |x: f64, min: f64| x.is_finite() && x > min;
+        if !(positive(t.rope_theta, 1.0)
+            && positive(v.rope_theta, 1.0)
+            && positive(t.rms_norm_eps, 0.0))
         {
             return Err(cfg_err(
                 "rope_theta and rms_norm_eps must be positive numbers",

@@ -18,6 +18,11 @@ const MAX_ASPECT: f64 = 200.0;
 /// 28·28·1280 ≈ 1.0 M pixels; this allows 16 times that).
 const MAX_PIXELS_CAP: usize = 16 * 28 * 28 * 1280;
 
+/// OpenAI CLIP's mean and std (transformers' `OPENAI_CLIP_MEAN` / `_STD`), rounded to f32 as
+/// numpy does when it normalises an f32 image.
+const CLIP_MEAN: [f64; 3] = [0.48145466, 0.4578275, 0.40821073];
+const CLIP_STD: [f64; 3] = [0.26862954, 0.26130258, 0.27577711];
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProcessorOptions {
     pub min_pixels: usize,
@@ -42,8 +47,8 @@ impl Default for ProcessorOptions {
             merge_size: 2,
             filter: PilFilter::Bicubic,
             rescale_factor: 1.0 / 255.0,
-            mean: [0.481_454_66, 0.457_827_5, 0.408_210_73],
-            std: [0.268_629_54, 0.261_302_58, 0.275_777_11],
+            mean: CLIP_MEAN.map(|x| x as f32),
+            std: CLIP_STD.map(|x| x as f32),
         }
     }
 }

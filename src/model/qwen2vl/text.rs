@@ -126,9 +126,10 @@ impl<B: Backend> TextModel<B> {
             .map(|i| 1.0 / self.cfg.rope_theta.powf((2 * i) as f64 / hd as f64))
             .collect();
         let (mut cos, mut sin) = (Vec::with_capacity(s * half), Vec::with_capacity(s * half));
-        for j in 0..s {
+        for ((t, h), w) in pos[0].iter().zip(&pos[1]).zip(&pos[2]) {
+            let p3 = [*t, *h, *w];
             for (i, f) in inv.iter().enumerate() {
-                let a = pos[axis(i)][j] as f64 * f;
+                let a = p3[axis(i)] as f64 * f;
                 cos.push(a.cos() as f32);
                 sin.push(a.sin() as f32);
             }
