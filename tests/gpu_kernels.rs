@@ -311,3 +311,18 @@ fn gelu_tanh_matches_cpu() {
         check(&format!("gelu_tanh [{len}]"), &got, &want);
     }
 }
+
+#[test]
+fn gelu_erf_matches_cpu() {
+    let ctx = gpu();
+    let mut rng = ChaCha8Rng::seed_from_u64(19);
+    for len in [1, 255, 257, 10_001] {
+        // Both tails: erf saturates to +-1 and the kernel's exp must not overflow.
+        let x = rand_vec(&mut rng, len, -40.0, 40.0);
+        let gx = ctx.upload_f32("x", &x).expect("upload x");
+        let y = kernels::gelu_erf(&ctx, &gx, len).expect("gelu_erf");
+        let got = pollster::block_on(ctx.read_f32(&y)).expect("read");
+        let want = cpu_op(&[len], &x, |c, t| c.gelu_erf(t));
+        check(&format!("gelu_erf [{len}]"), &got, &want);
+    }
+}

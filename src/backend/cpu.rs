@@ -271,6 +271,10 @@ impl Backend for CpuBackend {
         x.gelu().map_err(err("gelu_tanh"))
     }
 
+    fn gelu_erf(&self, x: &Tensor) -> Result<Tensor> {
+        x.gelu_erf().map_err(err("gelu_erf"))
+    }
+
     fn silu(&self, x: &Tensor) -> Result<Tensor> {
         x.silu().map_err(err("silu"))
     }

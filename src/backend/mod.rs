@@ -124,6 +124,9 @@ pub trait Backend: Clone + std::fmt::Debug {
     fn softmax_last(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
     /// GELU with the tanh approximation (`gelu_pytorch_tanh` in HF configs).
     fn gelu_tanh(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
+    /// GELU with the exact erf (`nn.GELU()`, `gelu` in HF configs): Qwen2-VL's patch merger.
+    /// Not composable from the other ops (no erf), so every backend implements it.
+    fn gelu_erf(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
     fn silu(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
 
     /// SwiGLU's gate, `silu(a) * b` (one fused kernel on the GPU).

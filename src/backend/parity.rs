@@ -116,6 +116,7 @@ enum Op<'a> {
     LayerNorm(Out, Out, Out),
     Softmax(Out),
     Gelu(Out),
+    GeluErf(Out),
     Silu(Out),
     SiluMul(Out, Out),
     Rope(Out, Out, Out),
@@ -162,6 +163,7 @@ impl<B: Backend> Ops<'_> for Runner<'_, B> {
                 Op::LayerNorm(x, w, c) => b.layer_norm(g(x), g(w), g(c), 1e-6)?,
                 Op::Softmax(x) => b.softmax_last(g(x))?,
                 Op::Gelu(x) => b.gelu_tanh(g(x))?,
+                Op::GeluErf(x) => b.gelu_erf(g(x))?,
                 Op::Silu(x) => b.silu(g(x))?,
                 Op::SiluMul(x, y) => b.silu_mul(g(x), g(y))?,
                 Op::Rope(x, c, s) => b.rope(g(x), g(c), g(s))?,
@@ -290,6 +292,7 @@ pub async fn op_parity<B: Backend>(gpu: &B) -> Result<Vec<ParityCheck>> {
         .call(Op::LayerNorm(t(o, 0), t(o, 1), t(o, 2))));
     check!("softmax", [[4, 3, 67]], |o| o.call(Op::Softmax(t(o, 0))));
     check!("gelu_tanh", [[999]], |o| o.call(Op::Gelu(t(o, 0))));
+    check!("gelu_erf", [[999]], |o| o.call(Op::GeluErf(t(o, 0))));
     check!("silu", [[3, 333]], |o| o.call(Op::Silu(t(o, 0))));
     check!("silu_mul", [[3, 333], [3, 333]], |o| o
         .call(Op::SiluMul(t(o, 0), t(o, 1))));

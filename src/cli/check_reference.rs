@@ -7,15 +7,20 @@ use std::path::PathBuf;
 use super::{with_backend, BackendArg};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::model::golden::{check_reference, Golden, DEFAULT_TOLERANCE};
+use crate::model::arch::Architecture;
+use crate::model::golden::{check_reference, Golden, ReferenceReport, DEFAULT_TOLERANCE};
+use crate::model::qwen2vl::golden::QwenGolden;
+use crate::model::qwen2vl::loader::Qwen2VlModel;
 
 #[derive(clap::Args, Debug)]
 pub struct CheckReferenceArgs {
     /// Model directory (config.json, tokenizer.json, model.safetensors), e.g. a fixture
-    /// written by tools/golden/make_idefics3.py.
+    /// written by tools/golden/make_idefics3.py or make_qwen2vl.py; the architecture is read
+    /// from config.json's `model_type`.
     #[arg(long)]
     model: PathBuf,
-    /// golden.safetensors: input_ids, pixel_values, pixel_attention_mask, logits, generated.
+    /// golden.safetensors: input_ids, pixel_values, logits, generated, and
+    /// pixel_attention_mask (Idefics3) or image_grid_thw (Qwen2-VL).
     #[arg(long)]
     golden: PathBuf,
     #[command(flatten)]
@@ -41,6 +46,16 @@ pub fn run(a: CheckReferenceArgs) -> Result<()> {
 }
 
 fn run_on<B: Backend>(backend: B, a: &CheckReferenceArgs) -> Result<()> {
+    let cfg_path = a.model.join(crate::model::loader::CONFIG_FILE);
+    let cfg_text = std::fs::read_to_string(&cfg_path)
+        .map_err(|e| Error::io(cfg_path.display().to_string(), e))?;
+    match Architecture::from_config_json(&cfg_text)? {
+        Architecture::Idefics3 => run_idefics3(backend, a),
+        Architecture::Qwen2Vl => run_qwen2vl(backend, a),
+    }
+}
+
+fn run_idefics3<B: Backend>(backend: B, a: &CheckReferenceArgs) -> Result<()> {
     let vqa = crate::model::loader::load_dir(backend, &a.model)?;
     let file = a.golden.display().to_string();
     let bytes = std::fs::read(&a.golden).map_err(|e| Error::io(file.clone(), e))?;
@@ -62,6 +77,11 @@ fn run_on<B: Backend>(backend: B, a: &CheckReferenceArgs) -> Result<()> {
         golden.input_ids.len(),
         golden.pixel_values.shape[0]
     );
+    report(&r)
+}
+
+/// Print the comparison; an error (non-zero exit) unless it passed.
+fn report(r: &ReferenceReport) -> Result<()> {
     println!(
         "logits {:?}: max |Δ| = {:.3e} at position {}, token {} (tolerance {:.0e}): {}",
         r.logits_shape,
@@ -170,5 +190,95 @@ fn rebuild_inputs<B: Backend>(
     }
     golden.input_ids = prompt.ids;
     golden.pixel_values = processed.pixels;
+    Ok(())
+}
+
+fn run_qwen2vl<B: Backend>(backend: B, a: &CheckReferenceArgs) -> Result<()> {
+    let m = crate::model::qwen2vl::loader::load_dir(backend, &a.model)?;
+    let file = a.golden.display().to_string();
+    let bytes = std::fs::read(&a.golden).map_err(|e| Error::io(file.clone(), e))?;
+    let mut golden = QwenGolden::from_bytes(&file, &bytes, &m)?;
+    if a.raw {
+        rebuild_qwen2vl_inputs(&m, a, &mut golden)?;
+    }
+    let r = pollster::block_on(crate::model::qwen2vl::golden::check_reference(
+        &m,
+        &golden,
+        a.tolerance,
+    ))?;
+    println!(
+        "model:  {} (qwen2_vl, {})",
+        a.model.display(),
+        m.backend.name()
+    );
+    let meta: Vec<String> = golden
+        .metadata
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.escape_debug()))
+        .collect();
+    println!("golden: {file} ({})", meta.join(", "));
+    println!(
+        "prompt: {} tokens, {} image(s), grids (t, h, w) {:?}",
+        golden.input_ids.len(),
+        golden.grids.len(),
+        golden.grids
+    );
+    report(&r)
+}
+
+/// Qwen2-VL's `--raw`: ids, pixels and grids from the golden's image and question with our
+/// processor and prompt builder; they must equal the golden's (pixels within float rounding).
+fn rebuild_qwen2vl_inputs<B: Backend>(
+    m: &Qwen2VlModel<B>,
+    a: &CheckReferenceArgs,
+    golden: &mut QwenGolden,
+) -> Result<()> {
+    let question = golden
+        .meta("question")
+        .ok_or_else(|| Error::Golden {
+            file: a.golden.display().to_string(),
+            msg: "has no `question` in its metadata, so there are no raw inputs to rebuild".into(),
+        })?
+        .to_string();
+    let image_name = golden.meta("image").unwrap_or("image.png").to_string();
+    let image_path = a
+        .golden
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join(&image_name);
+    let image_bytes =
+        std::fs::read(&image_path).map_err(|e| Error::io(image_path.display().to_string(), e))?;
+    let img = crate::model::image::decode_image(&image_bytes)?;
+    let ours = m.inputs(&img, &question)?;
+    let ids_equal = ours.ids == golden.input_ids;
+    let grids_equal = ours.grids == golden.grids;
+    let max_px = if ours.pixels.shape == golden.pixel_values.shape {
+        ours.pixels
+            .data
+            .iter()
+            .zip(&golden.pixel_values.data)
+            .map(|(o, r)| (o - r).abs())
+            .fold(0f32, f32::max)
+    } else {
+        f32::INFINITY
+    };
+    println!(
+        "raw inputs: {image_name} ({}x{}) -> grids {:?}; prompt ids {}; pixels {:?} max |Δ| = {max_px:.3e}",
+        img.width(),
+        img.height(),
+        ours.grids,
+        if ids_equal { "equal" } else { "DIFFER" },
+        ours.pixels.shape,
+    );
+    if !ids_equal || !grids_equal || max_px > 1e-5 {
+        return Err(Error::Invalid(format!(
+            "reference check failed: our inputs from {image_name} and the question differ from the golden's (ids {}, grids {}, pixels max |Δ| {max_px:.3e})",
+            if ids_equal { "equal" } else { "differ" },
+            if grids_equal { "equal" } else { "differ" },
+        )));
+    }
+    golden.input_ids = ours.ids;
+    golden.pixel_values = ours.pixels;
+    golden.grids = ours.grids;
     Ok(())
 }

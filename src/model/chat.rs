@@ -132,6 +132,27 @@ impl ChatTemplate {
         })
         .map_err(|e| Error::ChatTemplate(e.to_string()))
     }
+
+    /// Like [`ChatTemplate::render`] for messages whose `content` is a list of parts
+    /// (`{"type": "image"}`, `{"type": "text", "text": ..}`), as multimodal templates such as
+    /// Qwen2-VL's read them.
+    pub fn render_json(
+        &self,
+        messages: &serde_json::Value,
+        add_generation_prompt: bool,
+    ) -> Result<String> {
+        let env = self.environment()?;
+        let tmpl = env
+            .get_template("chat")
+            .map_err(|e| Error::ChatTemplate(e.to_string()))?;
+        tmpl.render(minijinja::context! {
+            messages => minijinja::Value::from_serialize(messages),
+            add_generation_prompt => add_generation_prompt,
+            bos_token => &self.bos_token,
+            eos_token => &self.eos_token,
+        })
+        .map_err(|e| Error::ChatTemplate(e.to_string()))
+    }
 }
 
 #[cfg(test)]

@@ -81,7 +81,7 @@ pub fn pick_greedy(logits: &[f32]) -> Option<(u32, f32, f32)> {
 }
 
 /// Softmax probability of token `id` in one logit row.
-fn softmax_at(logits: &[f32], id: u32) -> Option<f32> {
+pub(crate) fn softmax_at(logits: &[f32], id: u32) -> Option<f32> {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let sum: f32 = logits.iter().map(|l| (l - max).exp()).sum();
     logits
@@ -90,7 +90,7 @@ fn softmax_at(logits: &[f32], id: u32) -> Option<f32> {
         .filter(|p| p.is_finite())
 }
 
-fn mean_rows(h: &HostTensor, rows: std::ops::Range<usize>) -> Vec<f32> {
+pub(crate) fn mean_rows(h: &HostTensor, rows: std::ops::Range<usize>) -> Vec<f32> {
     let d = h.shape.last().copied().unwrap_or(0);
     let mut out = vec![0f32; d];
     let n = rows.len().max(1) as f32;
@@ -102,7 +102,7 @@ fn mean_rows(h: &HostTensor, rows: std::ops::Range<usize>) -> Vec<f32> {
     out
 }
 
-fn row(h: &HostTensor, r: usize) -> Vec<f32> {
+pub(crate) fn row(h: &HostTensor, r: usize) -> Vec<f32> {
     let d = h.shape.last().copied().unwrap_or(0);
     h.data[r * d..(r + 1) * d].to_vec()
 }

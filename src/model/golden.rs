@@ -232,7 +232,7 @@ impl Golden {
     }
 }
 
-fn ids_from_view(
+pub(crate) fn ids_from_view(
     name: &str,
     view: &safetensors::tensor::TensorView<'_>,
     vocab: usize,
@@ -265,7 +265,7 @@ fn ids_from_view(
         .collect()
 }
 
-fn float_from_view(
+pub(crate) fn float_from_view(
     name: &str,
     view: &safetensors::tensor::TensorView<'_>,
 ) -> std::result::Result<Vec<f32>, String> {
@@ -279,6 +279,22 @@ fn float_from_view(
             "`{name}` has dtype {other:?}; expected F32 (the check is at f32 precision)"
         )),
     }
+}
+
+/// Largest |ours - reference| and where: (row, column) of a `[.., vocab]` layout. NaN counts as
+/// infinite, so it fails every tolerance.
+pub(crate) fn max_abs_diff(ours: &[f32], reference: &[f32], vocab: usize) -> (f32, (usize, usize)) {
+    let vocab = vocab.max(1);
+    let (mut max, mut at) = (0f32, (0, 0));
+    for (i, (o, r)) in ours.iter().zip(reference).enumerate() {
+        let d = (o - r).abs();
+        let d = if d.is_nan() { f32::INFINITY } else { d };
+        if d > max {
+            max = d;
+            at = (i / vocab, i % vocab);
+        }
+    }
+    (max, at)
 }
 
 /// Run `vqa` on the golden inputs: the prompt's logits at every position, then greedy decoding
@@ -303,16 +319,7 @@ pub async fn check_reference<B: Backend>(
         )));
     }
     let vocab = golden.logits.shape[2];
-    let (mut max_abs_diff, mut max_at) = (0f32, (0, 0));
-    for (i, (o, r)) in logits.data.iter().zip(&golden.logits.data).enumerate() {
-        let d = (o - r).abs();
-        // NaN compares false everywhere; count it as an infinite difference so it fails.
-        let d = if d.is_nan() { f32::INFINITY } else { d };
-        if d > max_abs_diff {
-            max_abs_diff = d;
-            max_at = (i / vocab, i % vocab);
-        }
-    }
+    let (max_abs_diff, max_at) = max_abs_diff(&logits.data, &golden.logits.data, vocab);
 
     let non_finite = || Error::Backend {
         backend: b.name(),

@@ -1,5 +1,6 @@
 //! Model definitions, written once against [`crate::backend::Backend`].
 
+pub mod arch;
 pub mod chat;
 pub mod generate;
 pub mod golden;
@@ -9,6 +10,7 @@ pub mod linear;
 pub mod loader;
 pub mod params;
 pub mod prompt;
+pub mod qwen2vl;
 pub mod resample;
 pub mod text_gen;
 pub mod tokenizer;

@@ -651,6 +651,11 @@ impl Backend for WgpuBackend {
         Ok(WgpuTensor::dense(y, x.shape.clone()))
     }
 
+    fn gelu_erf(&self, x: &WgpuTensor) -> Result<WgpuTensor> {
+        let y = k::gelu_erf(&self.ctx, &self.buf("gelu_erf", x)?, numel(&x.shape))?;
+        Ok(WgpuTensor::dense(y, x.shape.clone()))
+    }
+
     fn silu(&self, x: &WgpuTensor) -> Result<WgpuTensor> {
         let y = k::unary(
             &self.ctx,

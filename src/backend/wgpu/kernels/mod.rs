@@ -17,6 +17,7 @@ mod attention_f32;
 mod binary_f32;
 mod copy_strided_f32;
 mod embedding_f32;
+mod gelu_erf_f32;
 mod gelu_tanh_f32;
 mod gemm_dequant_f32;
 mod gemv_dequant_f32;
@@ -33,6 +34,7 @@ pub use attention_f32::{attention, AttentionShape};
 pub use binary_f32::{binary, broadcast_shape, BinaryOp};
 pub use copy_strided_f32::{contiguous_strides, copy_strided, View};
 pub use embedding_f32::embedding;
+pub use gelu_erf_f32::gelu_erf;
 pub use gelu_tanh_f32::gelu_tanh;
 pub use gemm_dequant_f32::gemm_dequant;
 pub use gemv_dequant_f32::{gemv_dequant, GpuPacked};
@@ -134,7 +136,7 @@ mod tests {
 
     #[test]
     fn rust_params_match_wgsl_params() {
-        let cases: [(&[&str], &str); 15] = [
+        let cases: [(&[&str], &str); 16] = [
             (
                 super::attention_f32::Params::FIELDS,
                 super::attention_f32::SRC,
@@ -158,6 +160,10 @@ mod tests {
             (
                 super::gelu_tanh_f32::Params::FIELDS,
                 super::gelu_tanh_f32::SRC,
+            ),
+            (
+                super::gelu_erf_f32::Params::FIELDS,
+                super::gelu_erf_f32::SRC,
             ),
             (
                 super::layer_norm_f32::Params::FIELDS,

@@ -1,0 +1,182 @@
+//! A Qwen2-VL model directory (Hugging Face layout) -> [`Qwen2VlModel`]: `config.json`,
+//! `tokenizer.json`, `model.safetensors`, and optionally the chat template
+//! (`chat_template.json` or `tokenizer_config.json`) and `preprocessor_config.json`.
+
+use tokenizers::Tokenizer;
+
+use super::processor::ProcessorOptions;
+use super::{prompt, GridThw, Qwen2Vl, Qwen2VlConfig};
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::model::chat::{ChatTemplate, CHAT_TEMPLATE_FILE, TOKENIZER_CONFIG_FILE};
+use crate::model::loader::{CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
+use crate::model::params::SafetensorsParams;
+
+pub const PREPROCESSOR_FILE: &str = "preprocessor_config.json";
+
+/// Everything needed to turn an image and a question into answer tokens.
+pub struct Qwen2VlModel<B: Backend> {
+    pub backend: B,
+    pub model: Qwen2Vl<B>,
+    pub tokenizer: Tokenizer,
+    pub template: Option<ChatTemplate>,
+    pub processor: ProcessorOptions,
+}
+
+impl<B: Backend> std::fmt::Debug for Qwen2VlModel<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Qwen2VlModel")
+            .field("backend", &self.backend.name())
+            .field("config", &self.model.cfg)
+            .finish()
+    }
+}
+
+/// The tokenizer must put `<|image_pad|>` at the config's `image_token_id`, or image features
+/// would land on the wrong tokens.
+fn check_tokenizer(cfg: &Qwen2VlConfig, bytes: &[u8]) -> Result<Tokenizer> {
+    let tok = Tokenizer::from_bytes(bytes)
+        .map_err(|e| Error::Tokenizer(format!("tokenizer.json: {e}")))?;
+    match tok.token_to_id(prompt::IMAGE_PAD) {
+        Some(id) if id == cfg.image_token_id => {}
+        Some(id) => {
+            return Err(Error::Tokenizer(format!(
+                "tokenizer's {} id {id} differs from config image_token_id {}",
+                prompt::IMAGE_PAD,
+                cfg.image_token_id
+            )))
+        }
+        None => {
+            return Err(Error::Tokenizer(format!(
+                "tokenizer has no {} token; is this a Qwen2-VL tokenizer?",
+                prompt::IMAGE_PAD
+            )))
+        }
+    }
+    if tok.get_vocab_size(true) > cfg.text.vocab_size {
+        return Err(Error::Tokenizer(format!(
+            "tokenizer has {} tokens but the model's vocab_size is {}",
+            tok.get_vocab_size(true),
+            cfg.text.vocab_size
+        )));
+    }
+    Ok(tok)
+}
+
+/// Build the model from the files' bytes (the optional ones may be absent).
+pub fn load_from_bytes<B: Backend>(
+    backend: B,
+    config: &[u8],
+    tokenizer: &[u8],
+    weights: &[u8],
+    template: Option<ChatTemplate>,
+    preprocessor: Option<&[u8]>,
+) -> Result<Qwen2VlModel<B>> {
+    let text = std::str::from_utf8(config)
+        .map_err(|_| Error::Config("config.json is not UTF-8".into()))?;
+    let cfg = Qwen2VlConfig::from_json(text)?;
+    let tokenizer = check_tokenizer(&cfg, tokenizer)?;
+    let processor = match preprocessor {
+        Some(b) => ProcessorOptions::from_preprocessor_json(
+            std::str::from_utf8(b)
+                .map_err(|_| Error::Config("preprocessor_config.json is not UTF-8".into()))?,
+        )?,
+        None => ProcessorOptions::default(),
+    };
+    let v = &cfg.vision;
+    if (
+        processor.patch_size,
+        processor.temporal_patch_size,
+        processor.merge_size,
+    ) != (v.patch_size, v.temporal_patch_size, v.spatial_merge_size)
+    {
+        return Err(Error::Config(format!(
+            "preprocessor_config.json's patch/temporal/merge sizes ({}, {}, {}) differ from the vision config's ({}, {}, {})",
+            processor.patch_size,
+            processor.temporal_patch_size,
+            processor.merge_size,
+            v.patch_size,
+            v.temporal_patch_size,
+            v.spatial_merge_size
+        )));
+    }
+    let mut params = SafetensorsParams::new(backend.clone(), WEIGHTS_FILE, weights)?;
+    let model = Qwen2Vl::load(&mut params, &cfg)?;
+    Ok(Qwen2VlModel {
+        backend,
+        model,
+        tokenizer,
+        template,
+        processor,
+    })
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub fn load_dir<B: Backend>(backend: B, dir: &std::path::Path) -> Result<Qwen2VlModel<B>> {
+    let read = |name: &str| {
+        let p = dir.join(name);
+        std::fs::read(&p).map_err(|e| Error::Model {
+            path: p.display().to_string(),
+            msg: format!("cannot read {name}: {e}"),
+        })
+    };
+    let optional = |name: &str| std::fs::read(dir.join(name)).ok();
+    let config = read(CONFIG_FILE)?;
+    let tokenizer = read(TOKENIZER_FILE)?;
+    let weights = read(WEIGHTS_FILE)?;
+    let template = ChatTemplate::from_checkpoint(
+        optional(TOKENIZER_CONFIG_FILE).as_deref(),
+        optional(CHAT_TEMPLATE_FILE).as_deref(),
+    )?;
+    let pre = optional(PREPROCESSOR_FILE);
+    load_from_bytes(
+        backend,
+        &config,
+        &tokenizer,
+        &weights,
+        template,
+        pre.as_deref(),
+    )
+    .map_err(|e| match e {
+        Error::WeightsFile { file, msg } => Error::WeightsFile {
+            file: dir.join(file).display().to_string(),
+            msg,
+        },
+        other => other,
+    })
+}
+
+/// Model inputs for one image and a question.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inputs {
+    pub ids: Vec<u32>,
+    pub pixels: crate::backend::HostTensor,
+    pub grids: Vec<GridThw>,
+}
+
+impl<B: Backend> Qwen2VlModel<B> {
+    /// The processor and the prompt builder: `Qwen2VLProcessor(text, images)` for one image.
+    pub fn inputs(&self, img: &image::RgbImage, question: &str) -> Result<Inputs> {
+        let processed = super::processor::preprocess(img, &self.processor)?;
+        let text = prompt::prompt_text(self.template.as_ref(), question)?;
+        let grids = vec![processed.grid];
+        let ids = prompt::expand_and_tokenize(
+            &self.tokenizer,
+            &text,
+            &grids,
+            self.model.cfg.vision.spatial_merge_size,
+        )?;
+        if ids.len() >= self.model.cfg.text.max_position_embeddings {
+            return Err(Error::Question(format!(
+                "the prompt is {} tokens; the model's context is {}",
+                ids.len(),
+                self.model.cfg.text.max_position_embeddings
+            )));
+        }
+        Ok(Inputs {
+            ids,
+            pixels: processed.pixels,
+            grids,
+        })
+    }
+}
