@@ -179,6 +179,7 @@ fn shape_followups_name_every_uniquely_coloured_object() {
 fn the_curriculum_draws_single_object_scenes() {
     let o = relvqa::train::TrainOptions {
         curriculum_steps: 10,
+        followups: shapes::Followups::Shapes,
         ..Default::default()
     };
     assert_eq!(o.draw_at(9).max_objects, 1);

@@ -2,6 +2,7 @@
 
 pub mod arch;
 pub mod chat;
+pub mod decoder;
 pub mod generate;
 pub mod golden;
 pub mod idefics3;

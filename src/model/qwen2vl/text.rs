@@ -5,52 +5,13 @@
 //! which is plain RoPE; image tokens get their grid coordinates.
 
 use super::config::TextConfig;
-use crate::backend::{causal_mask, Backend, HostTensor};
+use crate::backend::{Backend, HostTensor};
 use crate::error::{Error, Result};
-use crate::model::linear::{Linear, RmsNorm};
+use crate::model::decoder::{run_layers, Biases, DecoderLayer, Dims};
+use crate::model::linear::RmsNorm;
 use crate::model::params::{Init, Params};
 
-#[derive(Debug, Clone)]
-struct DecoderLayer<B: Backend> {
-    input_norm: RmsNorm<B>,
-    q: Linear<B>,
-    k: Linear<B>,
-    v: Linear<B>,
-    o: Linear<B>,
-    post_norm: RmsNorm<B>,
-    gate: Linear<B>,
-    up: Linear<B>,
-    down: Linear<B>,
-}
-
-/// Keys and values of every layer for the positions seen so far, plus the M-RoPE offset that
-/// decode steps continue from.
-#[derive(Debug, Clone)]
-pub struct KvCache<B: Backend> {
-    layers: Vec<Option<(B::Tensor, B::Tensor)>>,
-    len: usize,
-    capacity: usize,
-    /// `max(prompt position) + 1 - prompt length` (transformers' `rope_deltas`): a token
-    /// generated at cache index `i` has position `i + rope_delta` on all three axes.
-    pub rope_delta: i64,
-}
-
-impl<B: Backend> KvCache<B> {
-    pub fn new(layers: usize, capacity: usize) -> Self {
-        Self {
-            layers: vec![None; layers],
-            len: 0,
-            capacity,
-            rope_delta: 0,
-        }
-    }
-    pub fn len(&self) -> usize {
-        self.len
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-}
+pub use crate::model::decoder::KvCache;
 
 /// Positions `[3][s]`: temporal, height and width of every token.
 pub type MropePositions = [Vec<i64>; 3];
@@ -66,31 +27,20 @@ pub struct TextModel<B: Backend> {
 impl<B: Backend> TextModel<B> {
     pub fn load(p: &mut dyn Params<B>, cfg: &TextConfig, prefix: &str) -> Result<Self> {
         let d = cfg.hidden_size;
-        let hd = cfg.head_dim();
-        let qd = cfg.num_attention_heads * hd;
-        let kvd = cfg.num_key_value_heads * hd;
-        let f = cfg.intermediate_size;
         let eps = cfg.rms_norm_eps;
         let embed = p.tensor(
             &format!("{prefix}.embed_tokens.weight"),
             &[cfg.vocab_size, d],
             Init::Normal(0.02),
         )?;
-        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
-        for i in 0..cfg.num_hidden_layers {
-            let lp = format!("{prefix}.layers.{i}");
-            layers.push(DecoderLayer {
-                input_norm: RmsNorm::load(p, &format!("{lp}.input_layernorm"), d, eps)?,
-                q: Linear::load(p, &format!("{lp}.self_attn.q_proj"), d, qd, true)?,
-                k: Linear::load(p, &format!("{lp}.self_attn.k_proj"), d, kvd, true)?,
-                v: Linear::load(p, &format!("{lp}.self_attn.v_proj"), d, kvd, true)?,
-                o: Linear::load(p, &format!("{lp}.self_attn.o_proj"), qd, d, false)?,
-                post_norm: RmsNorm::load(p, &format!("{lp}.post_attention_layernorm"), d, eps)?,
-                gate: Linear::load(p, &format!("{lp}.mlp.gate_proj"), d, f, false)?,
-                up: Linear::load(p, &format!("{lp}.mlp.up_proj"), d, f, false)?,
-                down: Linear::load(p, &format!("{lp}.mlp.down_proj"), f, d, false)?,
-            });
-        }
+        let bias = Biases {
+            qkv: true,
+            o: false,
+            mlp: false,
+        };
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| DecoderLayer::load(p, &format!("{prefix}.layers.{i}"), dims(cfg), bias))
+            .collect::<Result<Vec<_>>>()?;
         let norm = RmsNorm::load(p, &format!("{prefix}.norm"), d, eps)?;
         Ok(Self {
             cfg: cfg.clone(),
@@ -147,70 +97,37 @@ impl<B: Backend> TextModel<B> {
         b: &B,
         embeds: &B::Tensor,
         pos: &MropePositions,
-        mut cache: Option<&mut KvCache<B>>,
+        cache: Option<&mut KvCache<B>>,
     ) -> Result<B::Tensor> {
-        let sh = b.shape(embeds);
-        let (bs, s) = match sh.as_slice() {
-            [bs, s, _] => (*bs, *s),
-            _ => {
-                return Err(Error::Invalid(format!(
-                    "text model expects [batch, seq, hidden], got {sh:?}"
-                )))
-            }
-        };
-        if pos[0].len() != s {
-            return Err(Error::Invalid(format!(
-                "{} M-RoPE positions for {s} tokens",
-                pos[0].len()
-            )));
-        }
-        let past = cache.as_ref().map_or(0, |c| c.len);
-        if past + s > self.cfg.max_position_embeddings {
-            return Err(Error::Question(format!(
-                "{} positions exceed the model's context of {}",
-                past + s,
-                self.cfg.max_position_embeddings
-            )));
-        }
-        let hd = self.cfg.head_dim();
-        let (nh, nkv) = (self.cfg.num_attention_heads, self.cfg.num_key_value_heads);
-        let (cos, sin) = self.rope_tables(pos)?;
-        let (cos, sin) = (b.upload(&cos)?, b.upload(&sin)?);
-        let mask = if s > 1 {
-            Some(b.upload(&causal_mask(s, past))?)
-        } else {
-            None
-        };
-        let scale = (hd as f32).powf(-0.5);
-        let mut h = embeds.clone();
-        for (i, l) in self.layers.iter().enumerate() {
-            let x = l.input_norm.forward(b, &h)?;
-            let heads = |t: B::Tensor, n: usize| -> Result<B::Tensor> {
-                b.permute(&b.reshape(&t, &[bs, s, n, hd])?, &[0, 2, 1, 3])
-            };
-            let q = b.rope(&heads(l.q.forward(b, &x)?, nh)?, &cos, &sin)?;
-            let mut k = b.rope(&heads(l.k.forward(b, &x)?, nkv)?, &cos, &sin)?;
-            let mut v = heads(l.v.forward(b, &x)?, nkv)?;
-            if let Some(c) = cache.as_deref_mut() {
-                let capacity = c.capacity;
-                if let Some(slot) = c.layers.get_mut(i) {
-                    let past = slot.take();
-                    k = b.cache_append(past.as_ref().map(|p| &p.0), &k, capacity)?;
-                    v = b.cache_append(past.as_ref().map(|p| &p.1), &v, capacity)?;
-                    *slot = Some((k.clone(), v.clone()));
+        let max = self.cfg.max_position_embeddings;
+        run_layers(
+            b,
+            &self.layers,
+            &self.norm,
+            dims(&self.cfg),
+            max,
+            embeds,
+            cache,
+            |_, s| {
+                if pos[0].len() != s {
+                    return Err(Error::Invalid(format!(
+                        "{} M-RoPE positions for {s} tokens",
+                        pos[0].len()
+                    )));
                 }
-            }
-            let a = b.attention(&q, &k, &v, mask.as_ref(), scale)?;
-            let a = b.reshape(&b.permute(&a, &[0, 2, 1, 3])?, &[bs, s, nh * hd])?;
-            h = b.add(&h, &l.o.forward(b, &a)?)?;
-            let x = l.post_norm.forward(b, &h)?;
-            let g = l.gate.forward(b, &x)?;
-            let u = l.up.forward(b, &x)?;
-            h = b.add(&h, &l.down.forward(b, &b.silu_mul(&g, &u)?)?)?;
-        }
-        if let Some(c) = cache {
-            c.len += s;
-        }
-        self.norm.forward(b, &h)
+                self.rope_tables(pos)
+            },
+        )
+    }
+}
+
+fn dims(cfg: &TextConfig) -> Dims {
+    Dims {
+        hidden: cfg.hidden_size,
+        heads: cfg.num_attention_heads,
+        kv_heads: cfg.num_key_value_heads,
+        head_dim: cfg.head_dim(),
+        intermediate: cfg.intermediate_size,
+        eps: cfg.rms_norm_eps,
     }
 }
