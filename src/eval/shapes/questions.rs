@@ -190,7 +190,11 @@ fn ask_family<R: Rng>(scene: &Scene, f: Family, rng: &mut R) -> Option<Question>
 
 /// Follow-up questions for training chats, which the test distribution never sees (only a
 /// chat's first question is ever evaluated).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(
+    all(feature = "cli", not(target_arch = "wasm32")),
+    derive(clap::ValueEnum)
+)]
 pub enum Followups {
     /// Drawn like first questions, family by weight.
     Random,

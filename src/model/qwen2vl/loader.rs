@@ -8,8 +8,12 @@ use super::processor::ProcessorOptions;
 use super::{prompt, GridThw, Qwen2Vl, Qwen2VlConfig};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::model::chat::{ChatTemplate, CHAT_TEMPLATE_FILE, TOKENIZER_CONFIG_FILE};
-use crate::model::loader::{CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
+use crate::model::chat::ChatTemplate;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::model::chat::{CHAT_TEMPLATE_FILE, TOKENIZER_CONFIG_FILE};
+use crate::model::loader::WEIGHTS_FILE;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::model::loader::{CONFIG_FILE, TOKENIZER_FILE};
 use crate::model::params::SafetensorsParams;
 
 pub const PREPROCESSOR_FILE: &str = "preprocessor_config.json";
