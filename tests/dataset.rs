@@ -197,3 +197,63 @@ fn the_curriculum_draws_single_object_scenes() {
     }
     assert!(counts.get(&Family::Shape).copied().unwrap_or(0) >= 100);
 }
+
+/// Each 16x16 cell is owned by the object covering most of it, and only when the object
+/// really shows there; the batch turns owners into (kind, colour) targets in token order.
+#[test]
+fn cell_owners_follow_the_pixels() {
+    use relvqa::eval::shapes::render::{cell_owners, Kind, Object, Scene, Size};
+    let square = Object {
+        kind: Kind::Square,
+        color: 2,
+        size: Size::Large,
+        cx: 40.0,
+        cy: 24.0,
+    };
+    let scene = Scene {
+        side: 64,
+        objects: vec![square],
+    };
+    let owners = cell_owners(&scene, 4, 12);
+    assert_eq!(owners.len(), 16);
+    // The square spans x 31.9..48.1, y 15.9..32.1: cells (row 0-2, col 1-3) touch it, but
+    // only cell (1, 2) (x 32..48, y 16..32) holds it almost whole.
+    assert_eq!(owners[4 + 2], Some(0));
+    for (i, o) in owners.iter().enumerate() {
+        let (r, c) = (i / 4, i % 4);
+        if r == 3 || c == 0 {
+            assert_eq!(*o, None, "cell {r},{c} is far from the square");
+        }
+    }
+    // A threshold above any cell's share leaves every cell empty.
+    assert!(cell_owners(&scene, 4, 257).iter().all(Option::is_none));
+
+    let tok = common::tokenizer();
+    let cfg = common::tiny_config(&tok);
+    let mut vp = relvqa::train::params::VarParams::new(1);
+    let model = relvqa::model::idefics3::Idefics3::load(&mut vp, &cfg).unwrap();
+    let vqa =
+        relvqa::model::generate::Vqa::new(relvqa::backend::cpu::CpuBackend::new(), model, tok);
+    let b =
+        relvqa::train::batch::make_batch(&vqa, Split::Train, 0..5, 1, shapes::Draw::EVAL).unwrap();
+    let grid = vqa.model.cfg.image_grid();
+    assert_eq!(b.cell_kinds.len(), 5 * grid * grid);
+    for i in 0..5u64 {
+        let s = shapes::sample(Split::Train, i);
+        let owners = cell_owners(&s.scene, grid, 12);
+        for (c, o) in owners.iter().enumerate() {
+            let at = i as usize * grid * grid + c;
+            match o {
+                Some(k) => {
+                    let obj = &s.scene.objects[*k];
+                    assert_eq!(b.cell_kinds[at], obj.kind.index() as u32);
+                    assert_eq!(b.cell_colors[at], obj.color as u32);
+                }
+                None => {
+                    assert_eq!(b.cell_kinds[at], relvqa::train::batch::NO_OBJECT_KIND);
+                    assert_eq!(b.cell_colors[at], relvqa::train::batch::NO_OBJECT_COLOR);
+                }
+            }
+        }
+    }
+}

@@ -179,6 +179,50 @@ fn training_steps_lower_the_loss() {
     assert_eq!(t.val_history.len(), 1);
 }
 
+/// With the auxiliary per-image-token loss on, training still runs through the same model and
+/// the probe is not among the saved parameters (the checkpoint stays transformers-loadable).
+#[test]
+fn the_auxiliary_probe_trains_but_is_not_saved() {
+    let tok = common::tokenizer();
+    let cfg = common::tiny_config(&tok);
+    let o = TrainOptions {
+        steps: 3,
+        batch: 8,
+        warmup: 1,
+        eval_every: 1000,
+        val_samples: 8,
+        aux_weight: 1.0,
+        ..Default::default()
+    };
+    let mut plain_losses = Vec::new();
+    let mut aux_losses = Vec::new();
+    let plain = TrainOptions {
+        aux_weight: 0.0,
+        ..o.clone()
+    };
+    let t0 = train::train(common::tokenizer(), cfg.clone(), &plain, |e| {
+        if let TrainEvent::Step { loss, .. } = e {
+            plain_losses.push(loss)
+        }
+    })
+    .unwrap();
+    let t1 = train::train(tok, cfg, &o, |e| {
+        if let TrainEvent::Step { loss, .. } = e {
+            aux_losses.push(loss)
+        }
+    })
+    .unwrap();
+    let names = |t: &train::Trained| t.vars.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&t0), names(&t1));
+    // Same seed, same first batch: the first step's loss differs by exactly the weighted
+    // auxiliary term, which is positive (a cross-entropy).
+    assert!(
+        aux_losses[0] > plain_losses[0] + 0.5,
+        "{aux_losses:?} vs {plain_losses:?}"
+    );
+    assert!(aux_losses.iter().all(|l| l.is_finite()));
+}
+
 /// The loss's gradient reaches every parameter, the vision tower included (a parameter moving
 /// under AdamW alone proves nothing: weight decay moves it too).
 #[test]

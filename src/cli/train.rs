@@ -39,6 +39,9 @@ pub struct TrainArgs {
     /// The first this many steps train on scenes of one object.
     #[arg(long, default_value_t = TrainOptions::default().curriculum_steps)]
     curriculum_steps: usize,
+    /// Weight of the auxiliary loss naming the object under each image token (0: off).
+    #[arg(long, default_value_t = TrainOptions::default().aux_weight)]
+    aux_weight: f64,
     /// Threads computing gradients of batch slices in parallel (default: all cores).
     #[arg(long, default_value_t = TrainOptions::default().workers)]
     workers: usize,
@@ -68,6 +71,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         followups: a.followups,
         vision_lr_scale: a.vision_lr_scale,
         curriculum_steps: a.curriculum_steps,
+        aux_weight: a.aux_weight,
         workers: a.workers.max(1),
         eval_every: a.eval_every.max(1),
         ..Default::default()
@@ -134,7 +138,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     std::fs::write(&p, card).map_err(|e| Error::io(p.display().to_string(), e))?;
     let log = serde_json::json!({
         "steps": o.steps, "batch": o.batch, "lr": o.lr, "warmup": o.warmup, "seed": o.seed, "turns": o.turns,
-        "followups": format!("{:?}", o.followups).to_lowercase(), "curriculum_steps": o.curriculum_steps, "vision_lr_scale": o.vision_lr_scale,
+        "followups": format!("{:?}", o.followups).to_lowercase(), "curriculum_steps": o.curriculum_steps, "vision_lr_scale": o.vision_lr_scale, "aux_weight": o.aux_weight,
         "wall_s": trained.wall_s, "val_history": trained.val_history, "loss_curve": loss_curve,
         "test": {"n": report.n, "accuracy": report.accuracy, "per_family": report.per_family},
     });
@@ -166,7 +170,7 @@ fn model_card(
     ));
     s.push_str("## Training\n\n");
     s.push_str(&format!(
-        "- data: `train` split of shapes, sample seeds `(split, index)`, {} steps x batch {} = {} images, each seen once, each a chat of 1 to {} question/answer turns (the first turn is exactly the single-question prompt; the others ask {})\n{}- AdamW lr {:.0e} (weight decay {}), {} warm-up steps then cosine to 5%, gradient clip 1.0, loss on answer tokens only, seed {}\n- wall time: {:.0} s ({:.1} min) on this machine ({} CPU threads), `relvqa train --out models/default`\n",
+        "- data: `train` split of shapes, sample seeds `(split, index)`, {} steps x batch {} = {} images, each seen once, each a chat of 1 to {} question/answer turns (the first turn is exactly the single-question prompt; the others ask {})\n{}- AdamW lr {:.0e} (weight decay {}), {} warm-up steps then cosine to 5%, gradient clip 1.0, loss on answer tokens only{}, seed {}\n- wall time: {:.0} s ({:.1} min) on this machine ({} CPU threads), `relvqa train --out models/default`\n",
         o.steps, o.batch, o.steps * o.batch, o.turns,
         match o.followups {
             shapes::Followups::Random => "random questions",
@@ -177,7 +181,13 @@ fn model_card(
         } else {
             String::new()
         },
-        o.lr, o.weight_decay, o.warmup, o.seed, wall_s, wall_s / 60.0,
+        o.lr, o.weight_decay, o.warmup,
+        if o.aux_weight > 0.0 {
+            format!(" plus {} x an auxiliary loss: a linear probe on the connector's output names the kind and colour of the object under each image token (training only, not saved; `src/train/aux.rs`)", o.aux_weight)
+        } else {
+            String::new()
+        },
+        o.seed, wall_s, wall_s / 60.0,
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     ));
     if let Some((st, acc)) = val.last() {

@@ -107,6 +107,90 @@ pub(crate) fn row(h: &HostTensor, r: usize) -> Vec<f32> {
     h.data[r * d..(r + 1) * d].to_vec()
 }
 
+/// Where a prompt's Selector features are pooled from.
+pub struct FeatureSpans {
+    pub image: std::ops::Range<usize>,
+    pub question: std::ops::Range<usize>,
+}
+
+/// Greedy decoding after a prompt's forward pass, shared by every architecture so that answer
+/// probabilities, the terminator's probability and the Selector's features are taken the same
+/// way whichever model produced them (the Selector is trained on these numbers).
+///
+/// `hidden`: the prompt's final states `[1, s, d]`; `logits` maps states to vocabulary logits;
+/// `forward_token` runs one decode step through the model's KV cache and returns its state.
+/// Returns a [`Generation`] whose `text` is empty: decoding ids to text is the tokenizer's.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn decode_greedy<B: Backend>(
+    b: &B,
+    hidden: &B::Tensor,
+    spans: FeatureSpans,
+    end: u32,
+    max_new_tokens: usize,
+    logits: impl Fn(&B::Tensor) -> Result<B::Tensor>,
+    mut forward_token: impl FnMut(u32) -> Result<B::Tensor>,
+) -> Result<Generation> {
+    let shape = b.shape(hidden);
+    let (s, d) = match shape[..] {
+        [1, s, d] if s > 0 => (s, d),
+        _ => {
+            return Err(Error::Invalid(format!(
+                "prompt states {shape:?} are not [1, s > 0, d]"
+            )))
+        }
+    };
+    let host = b.read_f32(hidden).await?;
+    let host = HostTensor::new(vec![s, d], host.data)?;
+    let image_pooled = mean_rows(&host, spans.image);
+    let question_pooled = mean_rows(&host, spans.question);
+    let mut last_state = row(&host, s - 1);
+    let mut last_hidden = b.narrow(hidden, 1, s - 1, 1)?;
+
+    let (mut tokens, mut probs, mut ents) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut end_prob, mut truncated, mut stepped) = (None, false, false);
+    for step in 0..=max_new_tokens {
+        let logits = b.read_f32(&logits(&last_hidden)?).await?;
+        let (tok, p, ent) = pick_greedy(&logits.data).ok_or_else(|| Error::Backend {
+            backend: b.name(),
+            op: "generate",
+            msg: "non-finite logits".into(),
+        })?;
+        if tok == end {
+            end_prob = Some(p);
+            break;
+        }
+        if step == max_new_tokens {
+            end_prob = softmax_at(&logits.data, end);
+            truncated = true;
+            break;
+        }
+        tokens.push(tok);
+        probs.push(p);
+        ents.push(ent);
+        last_hidden = forward_token(tok)?;
+        stepped = true;
+    }
+    // Only the final state is a feature: read it once, not after every step (on a GPU each
+    // read is a submit and a wait).
+    if stepped {
+        last_state = b.read_f32(&last_hidden).await?.data;
+    }
+    Ok(Generation {
+        text: String::new(),
+        tokens,
+        token_probs: probs,
+        end_prob,
+        truncated,
+        token_entropies: ents,
+        features: AnswerFeatures {
+            image_pooled,
+            question_pooled,
+            answer_last: last_state,
+        },
+        prompt_len: s,
+    })
+}
+
 impl<B: Backend> Vqa<B> {
     pub fn new(backend: B, model: Idefics3<B>, tokenizer: VqaTokenizer) -> Self {
         Self {
@@ -162,63 +246,21 @@ impl<B: Backend> Vqa<B> {
         let px = b.upload(pixels)?;
         let mut cache = m.new_cache(prompt.ids.len() + max_new_tokens + 1);
         let hidden = m.forward_hidden(b, &prompt.ids, 1, Some(&px), Some(&mut cache))?;
-        let s = prompt.ids.len();
-        let d = m.cfg.text_config.hidden_size;
-        let host = b.read_f32(&hidden).await?;
-        let host = HostTensor {
-            shape: vec![s, d],
-            data: host.data,
+        let spans = FeatureSpans {
+            image: prompt.image.clone(),
+            question: prompt.question.clone(),
         };
-        let image_pooled = mean_rows(&host, prompt.image.clone());
-        let question_pooled = mean_rows(&host, prompt.question.clone());
-        let mut last_state = row(&host, s - 1);
-        let mut last_hidden = b.narrow(&hidden, 1, s - 1, 1)?;
-
-        let (mut tokens, mut probs, mut ents) = (Vec::new(), Vec::new(), Vec::new());
-        let mut end_prob = None;
-        let mut truncated = false;
-        let mut stepped = false;
-        for step in 0..=max_new_tokens {
-            let logits = b.read_f32(&m.logits(b, &last_hidden)?).await?;
-            let (tok, p, ent) = pick_greedy(&logits.data).ok_or_else(|| Error::Backend {
-                backend: b.name(),
-                op: "generate",
-                msg: "non-finite logits".into(),
-            })?;
-            if tok == eou {
-                end_prob = Some(p);
-                break;
-            }
-            if step == max_new_tokens {
-                end_prob = softmax_at(&logits.data, eou);
-                truncated = true;
-                break;
-            }
-            tokens.push(tok);
-            probs.push(p);
-            ents.push(ent);
-            last_hidden = m.forward_tokens(b, &[tok], 1, Some(&mut cache))?;
-            stepped = true;
-        }
-        // Only the final state is a feature: read it once, not after every step (on a GPU each
-        // read is a submit and a wait).
-        if stepped {
-            last_state = b.read_f32(&last_hidden).await?.data;
-        }
-        let text = self.tokenizer.decode(&tokens)?;
-        Ok(Generation {
-            text,
-            tokens,
-            token_probs: probs,
-            end_prob,
-            truncated,
-            token_entropies: ents,
-            features: AnswerFeatures {
-                image_pooled,
-                question_pooled,
-                answer_last: last_state,
-            },
-            prompt_len: s,
-        })
+        let mut g = decode_greedy(
+            b,
+            &hidden,
+            spans,
+            eou,
+            max_new_tokens,
+            |h| m.logits(b, h),
+            |tok| m.forward_tokens(b, &[tok], 1, Some(&mut cache)),
+        )
+        .await?;
+        g.text = self.tokenizer.decode(&g.tokens)?;
+        Ok(g)
     }
 }

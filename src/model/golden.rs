@@ -311,39 +311,73 @@ pub async fn check_reference<B: Backend>(
     let px = b.upload(&golden.pixel_values)?;
     let mut cache = m.new_cache(s + golden.generated.len());
     let hidden = m.forward_hidden(b, ids, 1, Some(&px), Some(&mut cache))?;
-    let logits = b.read_f32(&m.logits(b, &hidden)?).await?;
-    if logits.shape != golden.logits.shape {
+    compare_with_reference(
+        b,
+        &hidden,
+        &golden.logits,
+        &golden.generated,
+        tolerance,
+        |h| m.logits(b, h),
+        |tok| m.forward_tokens(b, &[tok], 1, Some(&mut cache)),
+    )
+    .await
+}
+
+/// Compare a prompt's forward pass with the reference's logits, then decode greedily for as
+/// many steps as the reference did. Shared by every architecture's `check_reference`, so
+/// "agrees with transformers" means the same thing for each.
+///
+/// `hidden`: our prompt states `[1, s, d]`; `logits` maps states to vocabulary logits;
+/// `forward_token` runs one decode step through the model's KV cache.
+pub(crate) async fn compare_with_reference<B: Backend>(
+    b: &B,
+    hidden: &B::Tensor,
+    reference_logits: &HostTensor,
+    reference_generated: &[u32],
+    tolerance: f32,
+    logits: impl Fn(&B::Tensor) -> Result<B::Tensor>,
+    mut forward_token: impl FnMut(u32) -> Result<B::Tensor>,
+) -> Result<ReferenceReport> {
+    let ours = b.read_f32(&logits(hidden)?).await?;
+    if ours.shape != reference_logits.shape {
         return Err(Error::Invalid(format!(
             "our logits have shape {:?}, the reference's {:?}",
-            logits.shape, golden.logits.shape
+            ours.shape, reference_logits.shape
         )));
     }
-    let vocab = golden.logits.shape[2];
-    let (max_abs_diff, max_at) = max_abs_diff(&logits.data, &golden.logits.data, vocab);
-
+    let (s, vocab) = match ours.shape[..] {
+        [1, s, v] if s > 0 && v > 0 => (s, v),
+        _ => {
+            return Err(Error::Invalid(format!(
+                "reference logits {:?} are not [1, s, vocab]",
+                ours.shape
+            )))
+        }
+    };
+    let (max_abs_diff, max_at) = max_abs_diff(&ours.data, &reference_logits.data, vocab);
     let non_finite = || Error::Backend {
         backend: b.name(),
         op: "check_reference",
         msg: "non-finite logits".into(),
     };
-    let last = &logits.data[(s - 1) * vocab..s * vocab];
+    let last = &ours.data[(s - 1) * vocab..s * vocab];
     let mut next = pick_greedy(last).ok_or_else(non_finite)?.0;
-    let mut generated = Vec::with_capacity(golden.generated.len());
-    for step in 0..golden.generated.len() {
+    let mut generated = Vec::with_capacity(reference_generated.len());
+    for step in 0..reference_generated.len() {
         generated.push(next);
-        if step + 1 == golden.generated.len() {
+        if step + 1 == reference_generated.len() {
             break;
         }
-        let h = m.forward_tokens(b, &[next], 1, Some(&mut cache))?;
-        let l = b.read_f32(&m.logits(b, &h)?).await?;
+        let h = forward_token(next)?;
+        let l = b.read_f32(&logits(&h)?).await?;
         next = pick_greedy(&l.data).ok_or_else(non_finite)?.0;
     }
     Ok(ReferenceReport {
-        logits_shape: logits.shape,
+        logits_shape: ours.shape,
         max_abs_diff,
         max_at,
         tolerance,
         generated_ours: generated,
-        generated_reference: golden.generated.clone(),
+        generated_reference: reference_generated.to_vec(),
     })
 }

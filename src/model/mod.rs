@@ -7,6 +7,7 @@ pub mod generate;
 pub mod golden;
 pub mod idefics3;
 pub mod image;
+pub mod image_tokens;
 pub mod linear;
 pub mod loader;
 pub mod params;

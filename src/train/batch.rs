@@ -26,7 +26,20 @@ pub struct Batch {
     pub targets: Vec<u32>,
     /// First answer token per row, for accuracy.
     pub answers: Vec<u32>,
+    /// Per image token (row-major, `rows x grid x grid`): the kind of the object that covers
+    /// most of its cell, or [`NO_OBJECT_KIND`] (targets of the auxiliary loss, `train::aux`).
+    pub cell_kinds: Vec<u32>,
+    /// The same cells' colour index, or [`NO_OBJECT_COLOR`].
+    pub cell_colors: Vec<u32>,
 }
+
+/// Cell target for "no object here": one past the last kind.
+pub const NO_OBJECT_KIND: u32 = shapes::render::KINDS.len() as u32;
+/// Cell target for "no object here": one past the last colour.
+pub const NO_OBJECT_COLOR: u32 = shapes::render::COLORS.len() as u32;
+/// A cell is labelled with an object only when the object covers this many of its pixels
+/// (a small circle has about 130, so it labels every cell it really shows up in).
+const MIN_CELL_PIXELS: usize = 12;
 
 /// One unpadded row: ids, supervised (position, target) pairs, first answer token.
 struct Row {
@@ -64,6 +77,8 @@ pub fn make_batch(
     let assistant = tok.encode("\nAssistant:")?;
     let mut rows_ids: Vec<Row> = Vec::new();
     let mut pix = Vec::new();
+    let grid = vqa.model.cfg.image_grid();
+    let (mut cell_kinds, mut cell_colors) = (Vec::new(), Vec::new());
     for i in indices {
         let extra = if turns == 0 { 0 } else { (i as usize) % turns };
         let (s, more) = shapes::sample_with_followups(split, i, extra, draw);
@@ -95,6 +110,11 @@ pub fn make_batch(
         }
         rows_ids.push(Row { ids, sup, first });
         pix.extend(image_to_pixels(&s.image, side)?.data);
+        for owner in shapes::render::cell_owners(&s.scene, grid, MIN_CELL_PIXELS) {
+            let o = owner.and_then(|i| s.scene.objects.get(i));
+            cell_kinds.push(o.map_or(NO_OBJECT_KIND, |o| o.kind.index() as u32));
+            cell_colors.push(o.map_or(NO_OBJECT_COLOR, |o| o.color as u32));
+        }
     }
     let rows = rows_ids.len();
     let seq = rows_ids.iter().map(|r| r.ids.len()).max().unwrap_or(0);
@@ -123,5 +143,7 @@ pub fn make_batch(
         positions,
         targets,
         answers,
+        cell_kinds,
+        cell_colors,
     })
 }

@@ -1,6 +1,7 @@
 //! Training the default model with candle autograd, through the same model definition that
 //! serves inference (`Idefics3<CpuBackend>` built from [`params::VarParams`]).
 
+pub mod aux;
 pub mod batch;
 pub mod params;
 pub mod save;
@@ -36,6 +37,8 @@ pub struct TrainOptions {
     pub vision_lr_scale: f64,
     /// The first this many steps draw scenes of one object (a curriculum, see [`Self::draw_at`]).
     pub curriculum_steps: usize,
+    /// Weight of the auxiliary per-image-token loss ([`aux`]); 0 turns it off.
+    pub aux_weight: f64,
     /// Threads, each computing the gradient of a slice of the batch (data parallelism; candle's
     /// CPU ops are mostly single-threaded at these sizes, so this is what uses both cores).
     pub workers: usize,
@@ -62,6 +65,7 @@ impl Default for TrainOptions {
             followups: Followups::Random,
             vision_lr_scale: 1.0,
             curriculum_steps: 0,
+            aux_weight: 0.0,
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
@@ -155,24 +159,51 @@ pub struct Trained {
     pub wall_s: f64,
 }
 
-/// Logits at a batch's supervised positions `[positions, vocab]`; the lm_head runs only there.
-fn supervised_logits(vqa: &Vqa<CpuBackend>, b: &batch::Batch) -> Result<Tensor> {
+/// Logits at a batch's supervised positions `[positions, vocab]` (the lm_head runs only
+/// there) and the image features `[rows, tokens, hidden]` they were computed from.
+fn supervised_logits_and_features(
+    vqa: &Vqa<CpuBackend>,
+    b: &batch::Batch,
+) -> Result<(Tensor, Tensor)> {
     let be = &vqa.backend;
     let px = be.upload(&b.pixels)?;
-    let h = vqa
-        .model
-        .forward_hidden(be, &b.ids, b.rows, Some(&px), None)?;
-    let d = vqa.model.cfg.text_config.hidden_size;
+    let m = &vqa.model;
+    let feats = m.image_features(be, &px)?;
+    let emb = m.embed_multimodal(be, &b.ids, b.rows, Some(&feats))?;
+    let h = m.text.forward(be, &emb, None)?;
+    let d = m.cfg.text_config.hidden_size;
     let h = h.reshape((b.rows * b.seq, d))?;
     let idx = Tensor::from_slice(&b.positions, b.positions.len(), be.device())?;
-    vqa.model.logits(be, &h.index_select(&idx, 0)?)
+    Ok((m.logits(be, &h.index_select(&idx, 0)?)?, feats))
+}
+
+fn supervised_logits(vqa: &Vqa<CpuBackend>, b: &batch::Batch) -> Result<Tensor> {
+    Ok(supervised_logits_and_features(vqa, b)?.0)
+}
+
+fn answer_loss(vqa: &Vqa<CpuBackend>, logits: &Tensor, b: &batch::Batch) -> Result<Tensor> {
+    let targets = Tensor::from_slice(&b.targets, b.targets.len(), vqa.backend.device())?;
+    Ok(candle_nn::loss::cross_entropy(logits, &targets)?)
 }
 
 /// Mean cross-entropy of the supervised (answer) tokens of a batch.
 pub fn batch_loss(vqa: &Vqa<CpuBackend>, b: &batch::Batch) -> Result<Tensor> {
-    let logits = supervised_logits(vqa, b)?;
-    let targets = Tensor::from_slice(&b.targets, b.targets.len(), vqa.backend.device())?;
-    Ok(candle_nn::loss::cross_entropy(&logits, &targets)?)
+    answer_loss(vqa, &supervised_logits(vqa, b)?, b)
+}
+
+/// The training objective: the answer loss plus `aux_weight` times the per-image-token loss.
+fn training_loss(
+    vqa: &Vqa<CpuBackend>,
+    head: Option<&aux::AuxHead>,
+    aux_weight: f64,
+    b: &batch::Batch,
+) -> Result<Tensor> {
+    let (logits, feats) = supervised_logits_and_features(vqa, b)?;
+    let loss = answer_loss(vqa, &logits, b)?;
+    match head {
+        Some(h) if aux_weight > 0.0 => Ok((loss + (h.loss(&feats, b)? * aux_weight)?)?),
+        _ => Ok(loss),
+    }
 }
 
 /// Single-token answer accuracy by teacher forcing (equal to greedy's first token).
@@ -199,14 +230,21 @@ pub fn train(
     let mut vp = params::VarParams::new(o.seed);
     let model = Idefics3::load(&mut vp, &cfg)?;
     let vqa = Vqa::new(CpuBackend::new(), model, tok);
-    let vars: Vec<candle_core::Var> = vp.vars.iter().map(|(_, v)| v.clone()).collect();
+    // The probe is trained with the rest but kept out of `vp.vars`, so it is never saved.
+    let head = if o.aux_weight > 0.0 {
+        Some(aux::AuxHead::new(cfg.text_config.hidden_size, o.seed)?)
+    } else {
+        None
+    };
+    let mut vars: Vec<candle_core::Var> = vp.vars.iter().map(|(_, v)| v.clone()).collect();
+    vars.extend(head.iter().map(|h| h.weight.clone()));
     let (vision, rest): (Vec<_>, Vec<_>) = vp
         .vars
         .iter()
         .partition(|(n, _)| n.starts_with("model.vision_model."));
-    let adamw = |group: Vec<&(String, candle_core::Var)>| {
+    let adamw = |group: Vec<candle_core::Var>| {
         AdamW::new(
-            group.into_iter().map(|(_, v)| v.clone()).collect(),
+            group,
             ParamsAdamW {
                 lr: o.lr,
                 weight_decay: o.weight_decay,
@@ -214,8 +252,13 @@ pub fn train(
             },
         )
     };
-    let mut opt_vision = adamw(vision)?;
-    let mut opt = adamw(rest)?;
+    let mut opt_vision = adamw(vision.into_iter().map(|(_, v)| v.clone()).collect())?;
+    let mut opt = adamw(
+        rest.into_iter()
+            .map(|(_, v)| v.clone())
+            .chain(head.iter().map(|h| h.weight.clone()))
+            .collect(),
+    )?;
     let workers = o.workers.clamp(1, o.batch);
     if workers > 1 {
         // Each worker runs its own forward/backward; candle's matmuls must not also fan out
@@ -226,7 +269,8 @@ pub fn train(
     let mut val_history = Vec::new();
     for step in 0..o.steps {
         let first = (step * o.batch) as u64;
-        let (loss_v, mut grads) = data_parallel_grads(&vqa, &vars, step, first, o, workers)?;
+        let (loss_v, mut grads) =
+            data_parallel_grads(&vqa, head.as_ref(), &vars, step, first, o, workers)?;
         if !loss_v.is_finite() {
             return Err(Error::Train(format!(
                 "loss became {loss_v} at step {step}; lower --lr"
@@ -265,6 +309,7 @@ pub fn train(
 /// result equals the single-threaded batch's mean loss and gradient.
 fn data_parallel_grads(
     vqa: &Vqa<CpuBackend>,
+    head: Option<&aux::AuxHead>,
     vars: &[candle_core::Var],
     step: usize,
     first: u64,
@@ -282,7 +327,7 @@ fn data_parallel_grads(
         .collect();
     let run = |r: std::ops::Range<u64>| -> Result<(f32, usize, candle_core::backprop::GradStore)> {
         let b = batch::make_batch(vqa, Split::Train, r, o.turns, o.draw_at(step))?;
-        let loss = batch_loss(vqa, &b)?;
+        let loss = training_loss(vqa, head, o.aux_weight, &b)?;
         let v = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
         Ok((v, b.targets.len(), loss.backward()?))
     };

@@ -24,6 +24,11 @@ pub const KINDS: [Kind; 5] = [
 ];
 
 impl Kind {
+    /// Position in [`KINDS`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Kind::Circle => "circle",
@@ -155,6 +160,44 @@ pub fn random_scene<R: Rng>(rng: &mut R, side: u32, n: usize) -> Scene {
         }
         return Scene { side, objects };
     }
+}
+
+/// For each cell of a `grid` x `grid` division of the image (row-major), the index in
+/// `scene.objects` of the object covering most of the cell's pixels, if it covers at least
+/// `min_pixels` of them.
+///
+/// Training uses these as per-image-token targets (see `train::aux`): with 2x pixel shuffle a
+/// 64-pixel image becomes a 4x4 grid of tokens, one per 16x16 cell.
+pub fn cell_owners(scene: &Scene, grid: usize, min_pixels: usize) -> Vec<Option<usize>> {
+    let side = scene.side as usize;
+    let cell = side / grid.max(1);
+    let mut out = Vec::with_capacity(grid * grid);
+    for gy in 0..grid {
+        for gx in 0..grid {
+            let mut counts = vec![0usize; scene.objects.len()];
+            for y in gy * cell..(gy + 1) * cell {
+                for x in gx * cell..(gx + 1) * cell {
+                    let (px, py) = (x as f32 + 0.5, y as f32 + 0.5);
+                    // Later objects are drawn over earlier ones, as in `render`.
+                    if let Some(i) = scene
+                        .objects
+                        .iter()
+                        .rposition(|o| o.kind.contains(px - o.cx, py - o.cy, o.size.radius()))
+                    {
+                        counts[i] += 1;
+                    }
+                }
+            }
+            let best = counts
+                .iter()
+                .enumerate()
+                .max_by_key(|(i, c)| (**c, std::cmp::Reverse(*i)))
+                .filter(|(_, c)| **c >= min_pixels.max(1))
+                .map(|(i, _)| i);
+            out.push(best);
+        }
+    }
+    out
 }
 
 /// Rasterise with per-object colour jitter and background noise drawn from `rng`.

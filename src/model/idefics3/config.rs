@@ -194,6 +194,14 @@ impl Idefics3Config {
         self.vision_config.num_patches() / (self.scale_factor * self.scale_factor)
     }
 
+    /// Side of the square grid the image tokens form: token `r * grid + c` carries the
+    /// `scale_factor x scale_factor` block of patches at block row `r`, column `c` (the order
+    /// of transformers' `pixel_shuffle`).
+    pub fn image_grid(&self) -> usize {
+        let v = &self.vision_config;
+        v.image_size / v.patch_size.max(1) / self.scale_factor.max(1)
+    }
+
     pub fn lm_head_tied(&self) -> bool {
         self.tie_word_embeddings || self.text_config.tie_word_embeddings
     }

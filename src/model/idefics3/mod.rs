@@ -145,21 +145,7 @@ impl<B: Backend> Idefics3<B> {
         }
         let d = fs[2];
         let feats = b.reshape(feats, &[bs, imgs_per_row * per, d])?;
-        let mut parts = Vec::new();
-        let (mut pos, mut fpos) = (0, 0);
-        for r in &runs {
-            if r.start > pos {
-                parts.push(b.narrow(&emb, 1, pos, r.start - pos)?);
-            }
-            parts.push(b.narrow(&feats, 1, fpos, r.len())?);
-            fpos += r.len();
-            pos = r.end;
-        }
-        if pos < s {
-            parts.push(b.narrow(&emb, 1, pos, s - pos)?);
-        }
-        let refs: Vec<&B::Tensor> = parts.iter().collect();
-        b.cat(&refs, 1)
+        crate::model::image_tokens::splice(b, &emb, &feats, &runs)
     }
 
     /// Full forward over a prompt batch: final hidden states `[bs, s, d]`.

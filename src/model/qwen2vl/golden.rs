@@ -12,8 +12,9 @@ use super::loader::Qwen2VlModel;
 use super::GridThw;
 use crate::backend::{Backend, HostTensor};
 use crate::error::{Error, Result};
-use crate::model::generate::pick_greedy;
-use crate::model::golden::{float_from_view, ids_from_view, max_abs_diff, ReferenceReport};
+use crate::model::golden::{
+    compare_with_reference, float_from_view, ids_from_view, ReferenceReport,
+};
 
 const MAX_IMAGES: usize = 64;
 const MAX_GENERATED: usize = 1024;
@@ -184,38 +185,14 @@ pub async fn check_reference<B: Backend>(
     let px = b.upload(&golden.pixel_values)?;
     let mut cache = model.new_cache(s + golden.generated.len());
     let hidden = model.forward_prompt(b, ids, Some(&px), &golden.grids, Some(&mut cache))?;
-    let logits = b.read_f32(&model.logits(b, &hidden)?).await?;
-    if logits.shape != golden.logits.shape {
-        return Err(Error::Invalid(format!(
-            "our logits have shape {:?}, the reference's {:?}",
-            logits.shape, golden.logits.shape
-        )));
-    }
-    let vocab = golden.logits.shape[2];
-    let (max, at) = max_abs_diff(&logits.data, &golden.logits.data, vocab);
-    let non_finite = || Error::Backend {
-        backend: b.name(),
-        op: "check_reference",
-        msg: "non-finite logits".into(),
-    };
-    let last = &logits.data[(s - 1) * vocab..s * vocab];
-    let mut next = pick_greedy(last).ok_or_else(non_finite)?.0;
-    let mut generated = Vec::with_capacity(golden.generated.len());
-    for step in 0..golden.generated.len() {
-        generated.push(next);
-        if step + 1 == golden.generated.len() {
-            break;
-        }
-        let h = model.forward_tokens(b, &[next], &mut cache)?;
-        let l = b.read_f32(&model.logits(b, &h)?).await?;
-        next = pick_greedy(&l.data).ok_or_else(non_finite)?.0;
-    }
-    Ok(ReferenceReport {
-        logits_shape: logits.shape,
-        max_abs_diff: max,
-        max_at: at,
+    compare_with_reference(
+        b,
+        &hidden,
+        &golden.logits,
+        &golden.generated,
         tolerance,
-        generated_ours: generated,
-        generated_reference: golden.generated.clone(),
-    })
+        |h| model.logits(b, h),
+        |tok| model.forward_tokens(b, &[tok], &mut cache),
+    )
+    .await
 }

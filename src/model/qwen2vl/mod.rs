@@ -177,21 +177,7 @@ impl<B: Backend> Qwen2Vl<B> {
             )));
         }
         let feats = b.reshape(feats, &[1, fs[0], fs[1]])?;
-        let mut parts = Vec::new();
-        let (mut pos, mut fpos) = (0, 0);
-        for r in &runs {
-            if r.start > pos {
-                parts.push(b.narrow(&emb, 1, pos, r.start - pos)?);
-            }
-            parts.push(b.narrow(&feats, 1, fpos, r.len())?);
-            fpos += r.len();
-            pos = r.end;
-        }
-        if pos < s {
-            parts.push(b.narrow(&emb, 1, pos, s - pos)?);
-        }
-        let refs: Vec<&B::Tensor> = parts.iter().collect();
-        b.cat(&refs, 1)
+        crate::model::image_tokens::splice(b, &emb, &feats, &runs)
     }
 
     /// The prompt's forward pass: `pixels [patches, c·t·p·p]` of `grids` (none for a text-only
