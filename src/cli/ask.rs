@@ -7,6 +7,7 @@ use super::calibrate::load_calibration;
 use super::{with_backend, BackendArg, ModelArg};
 use crate::backend::{Backend, HostTensor};
 use crate::error::{Error, Result};
+use crate::model::arch::Architecture;
 use crate::model::generate::Vqa;
 use crate::model::image::{decode_image, image_to_pixels};
 use crate::selector::decision::{self, Confidence, Decision};
@@ -30,6 +31,16 @@ pub struct AskArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Quantize the language model with HQQ to this many bits as it loads (2, 3, 4 or 8;
+    /// Qwen2-VL checkpoints; for Idefics3 use a package from `relvqa quantize`).
+    #[arg(long)]
+    hqq_bits: Option<u32>,
+    /// HQQ group size (must divide every quantized linear's input dimension).
+    #[arg(long, default_value_t = crate::quant::spec::DEFAULT_GROUP)]
+    hqq_group: usize,
+    /// Longest answer in tokens (Qwen2-VL; the shapes model's answers are one word).
+    #[arg(long, default_value_t = 32)]
+    max_new_tokens: usize,
 }
 
 /// The Selector and MaxProb calibration stored with the model in `dir` (either may be absent).
@@ -66,6 +77,16 @@ pub fn run(a: AskArgs) -> Result<()> {
 }
 
 fn run_on<B: Backend>(backend: B, a: &AskArgs) -> Result<()> {
+    if let Some(Architecture::Qwen2Vl) = architecture_of(&a.model.model) {
+        return run_qwen2vl(backend, a);
+    }
+    if a.hqq_bits.is_some() {
+        return Err(Error::Invalid(
+            "--hqq-bits quantizes Qwen2-VL checkpoints as they load; for an Idefics3 model, \
+             build a package with `relvqa quantize --method hqq` and pass it as --model"
+                .into(),
+        ));
+    }
     let t0 = Instant::now();
     let vqa = a.model.load_on(backend)?;
     let confidence = load_confidence(&a.model.model, vqa.model.cfg.text_config.hidden_size)?;
@@ -79,6 +100,46 @@ fn run_on<B: Backend>(backend: B, a: &AskArgs) -> Result<()> {
     let mut d = decide(&vqa, &confidence, &px, &a.question, a.risk)?;
     d.timings_ms["load"] = load_ms.into();
     d.timings_ms["preprocess"] = pre_ms.into();
+    print_decision(a, &d)
+}
+
+/// The architecture a plain checkpoint directory declares; `None` for a package directory (no
+/// `config.json`; packages are Idefics3) or an unreadable one (the loader says why).
+fn architecture_of(dir: &std::path::Path) -> Option<Architecture> {
+    let text = std::fs::read_to_string(dir.join(crate::model::loader::CONFIG_FILE)).ok()?;
+    Architecture::from_config_json(&text).ok()
+}
+
+/// A Qwen2-VL checkpoint: its own processor and chat template, the same decision rule.
+fn run_qwen2vl<B: Backend>(backend: B, a: &AskArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let hqq = match a.hqq_bits {
+        Some(bits) => Some((
+            crate::quant::spec::QuantSpec::new(bits, a.hqq_group)?,
+            crate::quant::hqq::HqqOptions::default(),
+        )),
+        None => None,
+    };
+    let m = crate::model::qwen2vl::loader::load_dir_with(backend, &a.model.model, hqq)?;
+    let confidence = load_confidence(&a.model.model, m.model.cfg.text.hidden_size)?;
+    let load_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let t1 = Instant::now();
+    let bytes = std::fs::read(&a.image).map_err(|e| Error::io(a.image.display().to_string(), e))?;
+    let img =
+        decode_image(&bytes).map_err(|e| Error::Image(format!("{}: {e}", a.image.display())))?;
+    let inputs = m.inputs(&img, &a.question)?;
+    let pre_ms = t1.elapsed().as_secs_f64() * 1e3;
+    let t2 = Instant::now();
+    let g = pollster::block_on(m.answer(&inputs, a.max_new_tokens))?;
+    let gen_ms = t2.elapsed().as_secs_f64() * 1e3;
+    let mut d = decision::decide(g, &confidence, a.risk, m.backend.name())?;
+    d.timings_ms["generate"] = gen_ms.into();
+    d.timings_ms["load"] = load_ms.into();
+    d.timings_ms["preprocess"] = pre_ms.into();
+    print_decision(a, &d)
+}
+
+fn print_decision(a: &AskArgs, d: &Decision) -> Result<()> {
     if a.json {
         println!(
             "{}",

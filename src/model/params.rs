@@ -103,17 +103,25 @@ impl<'a, B: Backend> SafetensorsParams<'a, B> {
     }
 }
 
+impl<B: Backend> SafetensorsParams<'_, B> {
+    /// Tensor `name` decoded to f32 on the host, its shape checked against `shape` (what a
+    /// load-time quantizer starts from).
+    pub fn host(&self, name: &str, shape: &[usize]) -> Result<HostTensor> {
+        let view = self
+            .st
+            .tensor(name)
+            .map_err(|_| Error::MissingTensor { name: name.into() })?;
+        host_tensor_from_view(name, &view, shape)
+    }
+}
+
 impl<B: Backend> Params<B> for SafetensorsParams<'_, B> {
     fn backend(&self) -> &B {
         &self.backend
     }
 
     fn tensor(&mut self, name: &str, shape: &[usize], _init: Init) -> Result<B::Tensor> {
-        let view = self
-            .st
-            .tensor(name)
-            .map_err(|_| Error::MissingTensor { name: name.into() })?;
-        let host = host_tensor_from_view(name, &view, shape)?;
+        let host = self.host(name, shape)?;
         self.backend.upload(&host)
     }
 

@@ -2,6 +2,7 @@
 //! fused dequantize-and-multiply kernels.
 
 pub mod hqq;
+pub mod hqq_params;
 pub mod kernels;
 pub mod load_time;
 pub mod packed;

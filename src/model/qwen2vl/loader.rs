@@ -15,6 +15,9 @@ use crate::model::loader::WEIGHTS_FILE;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::model::loader::{CONFIG_FILE, TOKENIZER_FILE};
 use crate::model::params::SafetensorsParams;
+use crate::quant::hqq::HqqOptions;
+use crate::quant::hqq_params::HqqParams;
+use crate::quant::spec::QuantSpec;
 
 pub const PREPROCESSOR_FILE: &str = "preprocessor_config.json";
 
@@ -67,6 +70,18 @@ fn check_tokenizer(cfg: &Qwen2VlConfig, bytes: &[u8]) -> Result<Tokenizer> {
     Ok(tok)
 }
 
+/// Whether `name` is one of the language model's decoder linears: what HQQ quantizes at load
+/// time, as the study quantizes the language model only (the vision tower, embeddings,
+/// `lm_head` and norms stay in float). Either checkpoint layout (`model.layers.N…` or
+/// `model.language_model.layers.N…`).
+pub fn is_language_linear(name: &str) -> bool {
+    !name.starts_with("visual.")
+        && !name.starts_with("model.visual.")
+        && name.contains(".layers.")
+        && (name.contains(".self_attn.") || name.contains(".mlp."))
+        && name.ends_with(".weight")
+}
+
 /// Build the model from the files' bytes (the optional ones may be absent).
 pub fn load_from_bytes<B: Backend>(
     backend: B,
@@ -75,6 +90,28 @@ pub fn load_from_bytes<B: Backend>(
     weights: &[u8],
     template: Option<ChatTemplate>,
     preprocessor: Option<&[u8]>,
+) -> Result<Qwen2VlModel<B>> {
+    load_from_bytes_with(
+        backend,
+        config,
+        tokenizer,
+        weights,
+        template,
+        preprocessor,
+        None,
+    )
+}
+
+/// [`load_from_bytes`], with the language model's linears quantized by HQQ to `hqq` as they
+/// load (see [`crate::quant::hqq_params`]).
+pub fn load_from_bytes_with<B: Backend>(
+    backend: B,
+    config: &[u8],
+    tokenizer: &[u8],
+    weights: &[u8],
+    template: Option<ChatTemplate>,
+    preprocessor: Option<&[u8]>,
+    hqq: Option<(QuantSpec, HqqOptions)>,
 ) -> Result<Qwen2VlModel<B>> {
     let text = std::str::from_utf8(config)
         .map_err(|_| Error::Config("config.json is not UTF-8".into()))?;
@@ -104,8 +141,25 @@ pub fn load_from_bytes<B: Backend>(
             v.spatial_merge_size
         )));
     }
-    let mut params = SafetensorsParams::new(backend.clone(), WEIGHTS_FILE, weights)?;
-    let model = Qwen2Vl::load(&mut params, &cfg)?;
+    let params = SafetensorsParams::new(backend.clone(), WEIGHTS_FILE, weights)?;
+    let model = match hqq {
+        None => {
+            let mut params = params;
+            Qwen2Vl::load(&mut params, &cfg)?
+        }
+        Some((spec, opts)) => {
+            let mut q = HqqParams::new(params, spec, opts, is_language_linear)?;
+            let model = Qwen2Vl::load(&mut q, &cfg)?;
+            let want = 7 * cfg.text.num_hidden_layers;
+            if q.quantized.len() != want {
+                return Err(Error::Invalid(format!(
+                    "HQQ quantized {} linears, expected the language model's {want}",
+                    q.quantized.len()
+                )));
+            }
+            model
+        }
+    };
     Ok(Qwen2VlModel {
         backend,
         model,
@@ -117,6 +171,16 @@ pub fn load_from_bytes<B: Backend>(
 
 #[cfg(not(target_arch = "wasm32"))]
 pub fn load_dir<B: Backend>(backend: B, dir: &std::path::Path) -> Result<Qwen2VlModel<B>> {
+    load_dir_with(backend, dir, None)
+}
+
+/// [`load_dir`], optionally with HQQ on the language model (see [`load_from_bytes_with`]).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn load_dir_with<B: Backend>(
+    backend: B,
+    dir: &std::path::Path,
+    hqq: Option<(QuantSpec, HqqOptions)>,
+) -> Result<Qwen2VlModel<B>> {
     let read = |name: &str| {
         let p = dir.join(name);
         std::fs::read(&p).map_err(|e| Error::Model {
@@ -133,13 +197,14 @@ pub fn load_dir<B: Backend>(backend: B, dir: &std::path::Path) -> Result<Qwen2Vl
         optional(CHAT_TEMPLATE_FILE).as_deref(),
     )?;
     let pre = optional(PREPROCESSOR_FILE);
-    load_from_bytes(
+    load_from_bytes_with(
         backend,
         &config,
         &tokenizer,
         &weights,
         template,
         pre.as_deref(),
+        hqq,
     )
     .map_err(|e| match e {
         Error::WeightsFile { file, msg } => Error::WeightsFile {
