@@ -393,10 +393,15 @@ fn prompt_logits<B: Backend>(m: &Qwen2VlModel<B>) -> Vec<f32> {
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
-fn hqq(bits: u32) -> Option<(
+fn hqq(
+    bits: u32,
+) -> Option<(
     relvqa::quant::spec::QuantSpec,
     relvqa::quant::hqq::HqqOptions,
 )> {
@@ -425,14 +430,19 @@ fn hqq_quantizes_the_language_model_and_error_grows_as_bits_fall() {
         "max |logit| {scale:.3}; max |Δlogit| vs float: 8-bit {:.3e}, 4-bit {:.3e}, 2-bit {:.3e}",
         errs[0], errs[1], errs[2]
     );
-    assert!(errs[0] > 0.0, "8-bit HQQ changed nothing: were any weights quantized?");
+    assert!(
+        errs[0] > 0.0,
+        "8-bit HQQ changed nothing: were any weights quantized?"
+    );
     assert!(errs[0] < errs[1] && errs[1] < errs[2], "{errs:?}");
     // Random N(0, 0.02) weights are HQQ's hardest case; at 8 bits (with the CPU kernels' int8
     // activations) the logits still stay within 5% of their range (measured 0.096 of 4.9).
     assert!(errs[0] < 0.05 * scale, "{errs:?} at scale {scale}");
 
     assert!(is_language_linear("model.layers.0.self_attn.q_proj.weight"));
-    assert!(is_language_linear("model.language_model.layers.1.mlp.down_proj.weight"));
+    assert!(is_language_linear(
+        "model.language_model.layers.1.mlp.down_proj.weight"
+    ));
     assert!(!is_language_linear("visual.blocks.0.attn.qkv.weight"));
     assert!(!is_language_linear("model.visual.merger.mlp.0.weight"));
     assert!(!is_language_linear("lm_head.weight"));
@@ -461,9 +471,8 @@ fn hqq_on_the_gpu_agrees_with_the_cpu() {
     let float = prompt_logits(&model());
     let scale = float.iter().fold(0f32, |a, x| a.max(x.abs()));
     let cpu = prompt_logits(&load_dir_with(CpuBackend::new(), &fixture(), hqq(4)).expect("cpu"));
-    let gpu = prompt_logits(
-        &load_dir_with(common::gpu::gpu_backend(), &fixture(), hqq(4)).expect("gpu"),
-    );
+    let gpu =
+        prompt_logits(&load_dir_with(common::gpu::gpu_backend(), &fixture(), hqq(4)).expect("gpu"));
     let (between, cpu_err, gpu_err) = (
         max_diff(&cpu, &gpu),
         max_diff(&cpu, &float),

@@ -170,7 +170,7 @@ fn model_card(
     ));
     s.push_str("## Training\n\n");
     s.push_str(&format!(
-        "- data: `train` split of shapes, sample seeds `(split, index)`, {} steps x batch {} = {} images, each seen once, each a chat of 1 to {} question/answer turns (the first turn is exactly the single-question prompt; the others ask {})\n{}- AdamW lr {:.0e} (weight decay {}), {} warm-up steps then cosine to 5%, gradient clip 1.0, loss on answer tokens only{}, seed {}\n- wall time: {:.0} s ({:.1} min) on this machine ({} CPU threads), `relvqa train --out models/default`\n",
+        "- data: `train` split of shapes (1 to 6 objects, each in a cell of a {g}x{g} lattice, up to {j} px off its centre; radii {rs} and {rl} px), sample seeds `(split, index)`, {} steps x batch {} = {} images, each seen once, each a chat of 1 to {} question/answer turns (the first turn is exactly the single-question prompt; the others ask {})\n{}- AdamW lr {:.0e} (weight decay {}), {} warm-up steps then cosine to 5%, gradient clip 1.0, loss on answer tokens only{}, seed {}\n- wall time: {:.0} s ({:.1} min) on this machine ({} CPU threads), `relvqa train --out models/default`\n",
         o.steps, o.batch, o.steps * o.batch, o.turns,
         match o.followups {
             shapes::Followups::Random => "random questions",
@@ -188,7 +188,11 @@ fn model_card(
             String::new()
         },
         o.seed, wall_s, wall_s / 60.0,
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        g = shapes::render::GRID,
+        j = shapes::render::JITTER,
+        rs = shapes::render::Size::Small.radius(),
+        rl = shapes::render::Size::Large.radius(),
     ));
     if let Some((st, acc)) = val.last() {
         s.push_str(&format!(

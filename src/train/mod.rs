@@ -47,9 +47,10 @@ pub struct TrainOptions {
 /// The shipped model's recipe. `lr` 3e-4, not the 2e-3 usual for a model this small: at 2e-3
 /// and 3e-3 the vision path never left the image-blind plateau (models/default/MODEL_CARD.md,
 /// "Training notes"). 6000 steps keep the run under the 60-minute budget on 2 cores with two
-/// data-parallel workers. The curriculum, shape follow-ups and a faster vision tower are off:
-/// each was tried against the shape-name bottleneck and none helped (the model card's
-/// "Training notes" has the runs).
+/// data-parallel workers. The auxiliary per-image-token probe ([`aux`]) is on: on the
+/// lattice-placed scenes its targets are the objects the image tokens actually hold. The
+/// curriculum, shape follow-ups and a faster vision tower are off: each was tried against the
+/// shape-name bottleneck and none helped (the model card's "Training notes" has the runs).
 impl Default for TrainOptions {
     fn default() -> Self {
         Self {
@@ -65,7 +66,7 @@ impl Default for TrainOptions {
             followups: Followups::Random,
             vision_lr_scale: 1.0,
             curriculum_steps: 0,
-            aux_weight: 0.0,
+            aux_weight: 1.0,
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
