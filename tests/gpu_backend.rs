@@ -296,8 +296,12 @@ fn default_model_logits_match_cpu_for_f16_and_every_bit_width() {
             &format!("{method:?} int{bits}"),
             &load_path(CpuBackend::new(), pkg.path()).expect("cpu"),
             &load_path(g.clone(), pkg.path()).expect("gpu"),
-            // The CPU's packed kernel rounds activations to int8; the GPU's does not.
-            2e-2,
+            // The CPU's packed kernel rounds activations to int8 per 32 values; the GPU's does
+            // not. Measured on the model shipped 2026-11-28: logits within 5.4e-3 and final
+            // hidden states within 2.3e-2 of their scale (one question, int8; the others
+            // 0.6-1.9e-2), the next token always the same (asserted above). The previous model's
+            // states stayed under 2e-2.
+            4e-2,
         );
     }
 }
