@@ -22,5 +22,7 @@ pub mod web;
 pub mod web_bench;
 #[cfg(target_arch = "wasm32")]
 pub mod web_stream;
+#[cfg(target_arch = "wasm32")]
+pub mod web_text;
 
 pub use error::{Error, GpuErrorKind, Result};

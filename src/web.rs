@@ -24,6 +24,7 @@ use crate::backend::cpu::CpuBackend;
 use crate::backend::wgpu::WgpuBackend;
 use crate::backend::HostTensor;
 use crate::error::{Error, GpuErrorKind, Result};
+use crate::model::chat::{ChatTemplate, CHAT_TEMPLATE_FILE, TOKENIZER_CONFIG_FILE};
 use crate::model::generate::{Generation, Vqa};
 use crate::model::image::{decode_image, image_to_pixels};
 use crate::model::loader::{load_from_bytes, load_from_sink};
@@ -37,7 +38,7 @@ use crate::web_stream::{Built, PackageLoader};
 extern "C" {
     // `performance` exists in windows and workers alike; `Instant` does not exist on wasm.
     #[wasm_bindgen(js_namespace = performance, js_name = now)]
-    fn performance_now() -> f64;
+    pub(crate) fn performance_now() -> f64;
 }
 
 #[wasm_bindgen(start)]
@@ -117,25 +118,25 @@ impl Choice {
 /// The model on the backend that answers.
 // One engine per page, behind an `Rc`: the variants' sizes do not matter.
 #[allow(clippy::large_enum_variant)]
-enum Engine {
+pub(crate) enum Engine {
     Cpu(Vqa<CpuBackend>),
     Gpu(GpuModel),
 }
 
-struct GpuModel {
-    vqa: Vqa<WgpuBackend>,
+pub(crate) struct GpuModel {
+    pub(crate) vqa: Vqa<WgpuBackend>,
     adapter: String,
 }
 
 impl Engine {
-    fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Engine::Cpu(_) => "cpu",
             Engine::Gpu(_) => "webgpu",
         }
     }
 
-    fn adapter(&self) -> Option<&str> {
+    pub(crate) fn adapter(&self) -> Option<&str> {
         match self {
             Engine::Cpu(_) => None,
             Engine::Gpu(g) => Some(&g.adapter),
@@ -211,7 +212,7 @@ impl Engine {
 }
 
 /// Failures of an answer on WebGPU that the CPU backend does not share.
-fn gpu_gave_out(e: &Error) -> bool {
+pub(crate) fn gpu_gave_out(e: &Error) -> bool {
     matches!(
         e,
         Error::Gpu {
@@ -225,17 +226,19 @@ fn gpu_gave_out(e: &Error) -> bool {
 
 /// The engine in use and why it is the CPU when WebGPU was asked for. Replaced, never
 /// borrowed across an `await`, so a fallback in one answer cannot clash with another.
-struct State {
+pub(crate) struct State {
     engine: Rc<Engine>,
-    fallback: Option<String>,
+    pub(crate) fallback: Option<String>,
     /// Why WebGPU gave out during an answer or the warm-up; the model must be loaded again
     /// on the CPU (the worker does it).
-    gpu_lost: Option<String>,
+    pub(crate) gpu_lost: Option<String>,
 }
 
-struct Inner {
-    state: RefCell<State>,
+pub(crate) struct Inner {
+    pub(crate) state: RefCell<State>,
     conf: Confidence,
+    /// The checkpoint's chat template, for `generate` (src/web_text.rs); `None` without one.
+    pub(crate) chat: RefCell<Option<ChatTemplate>>,
 }
 
 /// What `ask` returns: the `relvqa ask --json` object plus where it ran.
@@ -250,7 +253,7 @@ struct WebAnswer {
 }
 
 impl Inner {
-    fn engine(&self) -> Rc<Engine> {
+    pub(crate) fn engine(&self) -> Rc<Engine> {
         self.state.borrow().engine.clone()
     }
 
@@ -285,7 +288,7 @@ impl Inner {
 /// A model ready to answer, with its Selector and calibration.
 #[wasm_bindgen]
 pub struct RelVqa {
-    inner: Rc<Inner>,
+    pub(crate) inner: Rc<Inner>,
     load_ms: f64,
 }
 
@@ -317,32 +320,45 @@ impl RelVqa {
 
     /// From a package streamed into `loader` (every shard pushed and finished; its tensors
     /// are already on the loader's backend), the bytes of its tokenizer and, when the
-    /// manifest lists them, of `selector.safetensors` and `calibration.json`; each file is
-    /// checked against the manifest's sha256. The backend is the loader's.
+    /// manifest lists them, of `selector.safetensors`, `calibration.json`,
+    /// `tokenizer_config.json` and `chat_template.json` (the chat template `generate` uses);
+    /// each file is checked against the manifest's sha256. The backend is the loader's.
     #[wasm_bindgen(js_name = loadPackage)]
     pub async fn load_package(
         loader: PackageLoader,
         tokenizer: Vec<u8>,
         selector: Option<Vec<u8>>,
         calibration: Option<Vec<u8>>,
+        tokenizer_config: Option<Vec<u8>>,
+        chat_template: Option<Vec<u8>>,
     ) -> std::result::Result<RelVqa, JsError> {
         let t = performance_now();
         let m = loader.manifest();
         m.verify_file(&m.tokenizer.file, &tokenizer)
             .map_err(js_err)?;
-        for (name, bytes) in [(SELECTOR_FILE, &selector), (CALIBRATION_FILE, &calibration)] {
+        for (name, bytes) in [
+            (SELECTOR_FILE, &selector),
+            (CALIBRATION_FILE, &calibration),
+            (TOKENIZER_CONFIG_FILE, &tokenizer_config),
+            (CHAT_TEMPLATE_FILE, &chat_template),
+        ] {
             if let Some(b) = bytes {
                 m.verify_file(name, b).map_err(js_err)?;
             }
         }
+        let chat =
+            ChatTemplate::from_checkpoint(tokenizer_config.as_deref(), chat_template.as_deref())
+                .map_err(js_err)?;
         let (_, built, fallback) = loader.build(&tokenizer).map_err(js_err)?;
-        Self::finish(
+        let m = Self::finish(
             Engine::from_built(built),
             fallback,
             selector,
             calibration,
             t,
-        )
+        )?;
+        *m.inner.chat.borrow_mut() = chat;
+        Ok(m)
     }
 
     /// An f16 model directory's files quantized here with HQQ to `bits` (8, 4, 3 or 2; group
@@ -418,6 +434,7 @@ impl RelVqa {
                     gpu_lost: None,
                 }),
                 conf,
+                chat: RefCell::new(None),
             }),
             load_ms: performance_now() - t,
         })

@@ -34,6 +34,7 @@ function clearError() {
 // Ask stays clickable without an image or a question, so a click says what is missing.
 function updateAskButton() {
   $('ask').disabled = !(ready && pending === null);
+  $('text-generate').disabled = !(ready && pending === null);
 }
 
 const formatBytes = (n) => (n === null || n === undefined ? ''
@@ -113,10 +114,16 @@ worker.onmessage = (e) => {
       ? `${formatBytes(m.stats.network)} from the network, ${formatBytes(m.stats.cache)} from the browser cache`
       : '';
     showBackend(m.backend, m.adapter, m.fallback);
+    $('text-only').dataset.chatTemplate = String(m.hasChatTemplate);
+    $('text-raw').checked = !m.hasChatTemplate;
     updateAskButton();
   } else if (m.type === 'answer') {
     if (pending === m.id) pending = null;
     render(m.result);
+    updateAskButton();
+  } else if (m.type === 'text') {
+    if (pending === m.id) pending = null;
+    renderText(m.result);
     updateAskButton();
   } else if (m.type === 'device-destroyed' || m.type === 'self-test') {
     debugCalls.get(m.id)?.resolve(m.type === 'self-test' ? m.report : m.destroyed);
@@ -242,6 +249,42 @@ $('ask-form').addEventListener('submit', (e) => {
   });
 });
 
+/** A text-only reply: the text itself (as text, never HTML) and its speed. */
+function renderText(r) {
+  const out = $('text-output');
+  out.textContent = r.text;
+  out.hidden = false;
+  out.dataset.ids = r.ids.join(',');
+  out.dataset.stopped = String(r.stopped);
+  out.dataset.backend = r.backend;
+  $('text-stats').textContent = `${r.prompt_tokens} prompt tokens, ${r.new_tokens} new `
+    + `${r.stopped ? '(stopped)' : '(token limit)'} on ${backendLabel(r.backend, r.adapter)}: `
+    + `prefill ${r.prefill_ms.toFixed(0)} ms (${r.prefill_tokens_per_s.toFixed(1)} tokens/s), `
+    + `decode ${r.decode_tokens_per_s.toFixed(1)} tokens/s.`;
+  showBackend(r.backend, r.adapter, r.fallback);
+}
+
+$('text-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  if ($('text-generate').disabled) return;
+  clearError();
+  const prompt = $('text-prompt').value;
+  if (!prompt.trim()) {
+    showError('Type a prompt first.');
+    $('text-prompt').focus();
+    return;
+  }
+  pending = nextId++;
+  updateAskButton();
+  worker.postMessage({
+    type: 'generate',
+    id: pending,
+    prompt,
+    maxNewTokens: Math.max(1, Math.min(512, Number($('text-max').value) || 48)),
+    raw: $('text-raw').checked,
+  });
+});
+
 const STAGES = {
   init: 'Starting WebAssembly',
   download: 'Downloading',
@@ -294,7 +337,7 @@ function currentVariant() {
 
 /** Files the worker reads from a model folder (the rest of a checkpoint is not needed). */
 const MODEL_FILES = ['config.json', 'tokenizer.json', 'model.safetensors', 'selector.safetensors',
-  'calibration.json'];
+  'calibration.json', 'tokenizer_config.json', 'chat_template.json'];
 
 /**
  * The model named in "Another model": a URL (a package streams; a Hugging Face folder is

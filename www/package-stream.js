@@ -133,7 +133,7 @@ async function loadShard(loader, i, shard, base, cache, progress, post) {
 /**
  * Stream every shard of the package at `base` into `loader` (made from its manifest.json),
  * counting bytes per source in `stats` ({network, cache}), then fetch the tokenizer and the
- * Selector and calibration files the manifest lists. The caller builds the model and frees
+ * Selector, calibration and chat-template files the manifest lists. The caller builds the model and frees
  * the loader. Throws GpuFailed when the loader's GPU failed during an upload.
  */
 export async function streamPackage(loader, base, stats, post) {
@@ -159,9 +159,10 @@ export async function streamPackage(loader, base, stats, post) {
   }
   post({ type: 'progress', stage: 'verify', loaded: total, total });
   const extra = async (name) => (loader.hasFile(name) ? fetchBytes(`${base}/${name}`, true) : undefined);
-  const [tokenizer, selector, calibration] = await Promise.all([
+  const [tokenizer, selector, calibration, tokenizerConfig, chatTemplate] = await Promise.all([
     fetchBytes(`${base}/${loader.tokenizerFile}`, true),
     extra('selector.safetensors'), extra('calibration.json'),
+    extra('tokenizer_config.json'), extra('chat_template.json'),
   ]);
-  return { tokenizer, selector, calibration };
+  return { tokenizer, selector, calibration, tokenizerConfig, chatTemplate };
 }

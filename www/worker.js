@@ -6,6 +6,8 @@
 //                 (the f16 model quantized here with HQQ to `bits`: a package, each linear
 //                 quantized as it arrives, when `from` is 'package'; else the directory)
 //               {type: 'ask', id, image, question, risk}
+//               {type: 'generate', id, prompt, maxNewTokens, raw}  (the language model alone,
+//                 through the checkpoint's chat template unless `raw`)
 //               {type: 'lose-device', id}        (test hook: destroys the WebGPU device)
 //               {type: 'self-test', id}          (every WGSL kernel against the CPU, here)
 // Messages out: {type: 'progress', stage, loaded, total, file, source, tensors}
@@ -21,7 +23,9 @@
 //                 stats: {network, cache}: shard bytes from each source; wasmMemory: bytes
 //                 of wasm linear memory once loaded (its peak: it never shrinks),
 //                 wasmMemoryAtInit: before this load
+//                 hasChatTemplate: whether `generate` can render a chat prompt
 //               {type: 'answer', id, result}    {type: 'device-destroyed', id, destroyed}
+//               {type: 'text', id, result}      (`relvqa generate --json`'s object + where it ran)
 //               {type: 'self-test', id, report}
 //               {type: 'error', id?, message}
 import init, { RelVqa, PackageLoader, gpuSelfTest, wasmMemoryBytes } from './pkg/relvqa.js';
@@ -29,6 +33,8 @@ import { fetchBytes, streamPackage, GpuFailed } from './package-stream.js';
 
 const REQUIRED = ['config.json', 'tokenizer.json', 'model.safetensors'];
 const OPTIONAL = ['selector.safetensors', 'calibration.json'];
+// The chat template `generate` renders prompts with (either file may hold it).
+const CHAT = ['tokenizer_config.json', 'chat_template.json'];
 
 let model = null;
 /** The last load message: a WebGPU failure after it loads the same model on the CPU. */
@@ -37,7 +43,7 @@ let loadTimings = {};
 
 /** A model folder's files: fetched from `base`, or from blob: URLs of a folder picked on disk. */
 async function fetchDir(base, urls) {
-  const names = [...REQUIRED, ...OPTIONAL];
+  const names = [...REQUIRED, ...OPTIONAL, ...CHAT];
   const files = {};
   let done = 0;
   await Promise.all(names.map(async (name) => {
@@ -53,24 +59,30 @@ async function fetchDir(base, urls) {
   return files;
 }
 
+/** A directory's chat template (if it has one) goes to the model for `generate`. */
+function withChat(m, files) {
+  m.setChatTemplate(files['tokenizer_config.json'], files['chat_template.json']);
+  return m;
+}
+
 async function loadDir({ base, urls }, backend) {
   const files = await fetchDir(base, urls);
   postMessage({ type: 'progress', stage: 'upload', loaded: 0, total: 0 });
-  return RelVqa.load(
+  return withChat(await RelVqa.load(
     files['config.json'], files['tokenizer.json'], files['model.safetensors'],
     files['selector.safetensors'], files['calibration.json'], backend,
-  );
+  ), files);
 }
 
 /** The f16 directory quantized in this tab with HQQ (src/quant/load_time.rs). */
 async function loadQuantizedDir({ base, bits, urls }, backend) {
   const files = await fetchDir(base, urls);
   postMessage({ type: 'progress', stage: 'quantize', loaded: 0, total: 0 });
-  return RelVqa.loadQuantized(
+  return withChat(await RelVqa.loadQuantized(
     files['config.json'], files['tokenizer.json'], files['model.safetensors'],
     files['selector.safetensors'], files['calibration.json'], bits, backend,
     (loaded, total) => postMessage({ type: 'progress', stage: 'quantize', loaded, total }),
-  );
+  ), files);
 }
 
 /**
@@ -94,11 +106,11 @@ async function loadPackage({ base, bits, manifest: known }, backend, stats) {
       files = await streamPackage(loader, base, stats, postMessage);
     }
     postMessage({ type: 'progress', stage: 'upload', loaded: 0, total: 0 });
-    const { tokenizer, selector, calibration } = files;
+    const { tokenizer, selector, calibration, tokenizerConfig, chatTemplate } = files;
     // loadPackage takes the loader over (and frees it), whatever the outcome.
     const l = loader;
     loader = null;
-    const m = await RelVqa.loadPackage(l, tokenizer, selector, calibration);
+    const m = await RelVqa.loadPackage(l, tokenizer, selector, calibration, tokenizerConfig, chatTemplate);
     if (fallback) m.fallback = fallback;
     return m;
   } finally {
@@ -173,6 +185,7 @@ async function load(msg) {
     fallback: model.fallback ?? null,
     timings_ms: loadTimings,
     stats,
+    hasChatTemplate: model.hasChatTemplate,
   });
 }
 
@@ -193,6 +206,21 @@ async function ask({ id, image, question, risk }) {
   postMessage({ type: 'answer', id, result });
 }
 
+/** Text from the language model alone; a lost GPU retries on the CPU, as `ask` does. */
+async function generate({ id, prompt, maxNewTokens, raw }) {
+  if (!model) throw new Error('the model is not loaded yet');
+  let result;
+  try {
+    result = await model.generate(prompt, maxNewTokens ?? 64, !!raw);
+  } catch (err) {
+    const why = model.gpuLost;
+    if (!why) throw err;
+    await reloadOnCpu(why);
+    result = await model.generate(prompt, maxNewTokens ?? 64, !!raw);
+  }
+  postMessage({ type: 'text', id, result });
+}
+
 function loseDevice({ id }) {
   if (!model) throw new Error('the model is not loaded yet');
   postMessage({ type: 'device-destroyed', id, destroyed: model.loseDeviceForTest() });
@@ -207,6 +235,7 @@ async function handle(msg) {
   try {
     if (msg.type === 'load') await load(msg);
     else if (msg.type === 'ask') await ask(msg);
+    else if (msg.type === 'generate') await generate(msg);
     else if (msg.type === 'lose-device') loseDevice(msg);
     else if (msg.type === 'self-test') await selfTest(msg);
     else throw new Error(`unknown message type ${msg.type}`);

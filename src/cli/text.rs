@@ -8,8 +8,7 @@ use std::time::Instant;
 use super::{with_backend, BackendArg, ModelArg};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::model::chat::{ChatTemplate, Message, CHAT_TEMPLATE_FILE, TOKENIZER_CONFIG_FILE};
-use crate::model::generate::Vqa;
+use crate::model::chat::{user_prompt, ChatTemplate, CHAT_TEMPLATE_FILE, TOKENIZER_CONFIG_FILE};
 use crate::package::read_model_file;
 
 /// The fixed English text perplexity is measured on by default (the Apache License 2.0, which
@@ -61,91 +60,33 @@ pub fn chat_template(dir: &Path) -> Result<Option<ChatTemplate>> {
     ChatTemplate::from_checkpoint(tc.as_deref(), ct.as_deref())
 }
 
-/// Tokens that end an assistant turn in the chat formats we know, where the vocabulary has them.
-fn stop_ids<B: Backend>(vqa: &Vqa<B>) -> Vec<u32> {
-    let mut ids: Vec<u32> = ["<|im_end|>", "<end_of_utterance>", "<|endoftext|>"]
-        .iter()
-        .filter_map(|t| vqa.tokenizer.token_to_id(t))
-        .collect();
-    ids.extend(vqa.model.cfg.text_config.eos_token_id);
-    ids.sort_unstable();
-    ids.dedup();
-    ids
-}
-
-#[derive(serde::Serialize)]
-struct GenerateOut<'a> {
-    prompt: &'a str,
-    text: &'a str,
-    prompt_tokens: usize,
-    new_tokens: usize,
-    stopped: bool,
-    backend: &'static str,
-    load_ms: f64,
-    prefill_ms: f64,
-    decode_tokens_per_s: f64,
-}
-
 fn generate_on<B: Backend>(a: &GenerateArgs, b: B) -> Result<()> {
     let t = Instant::now();
     let vqa = a.model.load_on(b)?;
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
-    let prompt = if a.raw {
-        a.prompt.clone()
+    let template = if a.raw {
+        None
     } else {
-        let tmpl = chat_template(&a.model.model)?.ok_or_else(|| {
-            Error::ChatTemplate(format!(
-                "{} has no chat template ({TOKENIZER_CONFIG_FILE} or {CHAT_TEMPLATE_FILE}); pass --raw to continue plain text",
-                a.model.model.display()
-            ))
-        })?;
-        tmpl.render(&[Message::user(a.prompt.clone())], true)?
+        chat_template(&a.model.model)?
     };
+    let prompt = user_prompt(template.as_ref(), &a.prompt, a.raw)?;
     let ids = vqa.tokenizer.encode(&prompt)?;
-    let stop = stop_ids(&vqa);
-    // Prefill timed apart from decoding: the first logits are the end of the prefill.
-    let t = Instant::now();
-    let mut dec = crate::model::text_gen::TextDecoder::start(&vqa, &ids, a.max_new_tokens)?;
-    let mut logits = pollster::block_on(dec.next_logits())?;
-    let prefill_ms = t.elapsed().as_secs_f64() * 1e3;
-    let t = Instant::now();
-    let (mut out, mut stopped) = (Vec::new(), false);
-    for step in 0..a.max_new_tokens {
-        let (tok, _, _) = crate::model::generate::pick_greedy(&logits)
-            .ok_or_else(|| Error::Invalid("the model produced non-finite logits".into()))?;
-        if stop.contains(&tok) {
-            stopped = true;
-            break;
-        }
-        out.push(tok);
-        if step + 1 < a.max_new_tokens {
-            dec.push(tok)?;
-            logits = pollster::block_on(dec.next_logits())?;
-        }
-    }
-    let decode_s = t.elapsed().as_secs_f64();
-    let text = vqa.tokenizer.decode(&out)?;
-    let o = GenerateOut {
-        prompt: &prompt,
-        text: &text,
-        prompt_tokens: ids.len(),
-        new_tokens: out.len(),
-        stopped,
-        backend: vqa.backend.name(),
-        load_ms,
-        prefill_ms,
-        decode_tokens_per_s: out.len() as f64 / decode_s.max(1e-9),
-    };
+    let clock = Instant::now();
+    let now = || clock.elapsed().as_secs_f64() * 1e3;
+    let g = pollster::block_on(vqa.generate_text(&ids, a.max_new_tokens, &vqa.stop_ids(), &now))?;
+    let r = g.report(&prompt, vqa.backend.name());
     if a.json {
+        let mut v = serde_json::to_value(&r).map_err(|e| Error::Invalid(e.to_string()))?;
+        v["load_ms"] = load_ms.into();
         println!(
             "{}",
-            serde_json::to_string_pretty(&o).map_err(|e| Error::Invalid(e.to_string()))?
+            serde_json::to_string_pretty(&v).map_err(|e| Error::Invalid(e.to_string()))?
         );
     } else {
-        println!("{text}");
+        println!("{}", r.text);
         eprintln!(
-            "[{} prompt tokens, {} new; load {:.0} ms, prefill {:.0} ms, decode {:.1} tokens/s on {}]",
-            o.prompt_tokens, o.new_tokens, load_ms, prefill_ms, o.decode_tokens_per_s, o.backend
+            "[{} prompt tokens, {} new; load {load_ms:.0} ms, prefill {:.0} ms, decode {:.1} tokens/s on {}]",
+            r.prompt_tokens, r.new_tokens, r.prefill_ms, r.decode_tokens_per_s, r.backend
         );
     }
     Ok(())

@@ -70,6 +70,32 @@ fn template_source(v: &serde_json::Value) -> Option<String> {
     }
 }
 
+/// The prompt text for one user `message`: rendered through the checkpoint's chat template
+/// with the assistant's turn opened, or the message itself with `raw` (plain continuation).
+/// Shared by `relvqa generate` and the page, so both prompt a model the same way.
+pub fn user_prompt(template: Option<&ChatTemplate>, message: &str, raw: bool) -> Result<String> {
+    if message.trim().is_empty() {
+        return Err(Error::Question("the prompt is empty".into()));
+    }
+    let limit = crate::model::text_gen::MAX_PROMPT_BYTES;
+    if message.len() > limit {
+        return Err(Error::Question(format!(
+            "the prompt is {} bytes long; the limit is {limit}",
+            message.len()
+        )));
+    }
+    if raw {
+        return Ok(message.to_string());
+    }
+    let t = template.ok_or_else(|| {
+        Error::ChatTemplate(format!(
+            "the model has no chat template ({TOKENIZER_CONFIG_FILE} or {CHAT_TEMPLATE_FILE}); \
+             ask for raw text (--raw) to continue the prompt as plain text"
+        ))
+    })?;
+    t.render(&[Message::user(message)], true)
+}
+
 impl ChatTemplate {
     /// The template from a checkpoint's files (either may be absent); `None` when neither
     /// holds one. `chat_template.json` wins, as in transformers.

@@ -27,6 +27,51 @@ pub struct TextGeneration {
     pub text: String,
     /// A stop token ended it (else it hit the token limit).
     pub stopped: bool,
+    /// Prompt in, first logits out (0 without a clock).
+    pub prefill_ms: f64,
+    /// The single-token forward passes after the prefill, and their time (0 without a clock).
+    pub decode_steps: usize,
+    pub decode_ms: f64,
+}
+
+/// Longest prompt text [`Vqa::generate_text`]'s callers tokenize: far beyond any context
+/// these models have, small enough that tokenizing it cannot stall a tab.
+pub const MAX_PROMPT_BYTES: usize = 64 * 1024;
+
+/// A [`TextGeneration`] as `relvqa generate --json` prints it and the page's `generate`
+/// resolves to: rates next to the raw times, so neither side computes them its own way.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TextReport<'a> {
+    pub prompt: &'a str,
+    pub text: &'a str,
+    pub prompt_tokens: usize,
+    pub new_tokens: usize,
+    pub ids: &'a [u32],
+    pub stopped: bool,
+    pub backend: &'static str,
+    pub prefill_ms: f64,
+    pub prefill_tokens_per_s: f64,
+    pub decode_ms: f64,
+    pub decode_tokens_per_s: f64,
+}
+
+impl TextGeneration {
+    pub fn report<'a>(&'a self, prompt: &'a str, backend: &'static str) -> TextReport<'a> {
+        let rate = |n: usize, ms: f64| if ms > 0.0 { n as f64 * 1e3 / ms } else { 0.0 };
+        TextReport {
+            prompt,
+            text: &self.text,
+            prompt_tokens: self.prompt_tokens,
+            new_tokens: self.ids.len(),
+            ids: &self.ids,
+            stopped: self.stopped,
+            backend,
+            prefill_ms: self.prefill_ms,
+            prefill_tokens_per_s: rate(self.prompt_tokens, self.prefill_ms),
+            decode_ms: self.decode_ms,
+            decode_tokens_per_s: rate(self.decode_steps, self.decode_ms),
+        }
+    }
 }
 
 fn non_finite<B: Backend>(b: &B, op: &'static str) -> Error {
@@ -83,18 +128,41 @@ impl<'a, B: Backend> TextDecoder<'a, B> {
 }
 
 impl<B: Backend> Vqa<B> {
-    /// Greedy continuation of `prompt` until a token in `stop` or `max_new` tokens.
+    /// Tokens that end an assistant turn in the chat formats we know (where the vocabulary
+    /// has them), plus the config's end-of-sequence ids.
+    pub fn stop_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = ["<|im_end|>", "<end_of_utterance>", "<|endoftext|>"]
+            .iter()
+            .filter_map(|t| self.tokenizer.token_to_id(t))
+            .collect();
+        ids.extend(self.model.cfg.text_config.eos_token_id);
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// Greedy continuation of `prompt` until a token in `stop` or `max_new` tokens. `now`
+    /// is a millisecond clock (the library has none of its own on wasm) that splits the
+    /// time into prefill and decode.
     pub async fn generate_text(
         &self,
         prompt: &[u32],
         max_new: usize,
         stop: &[u32],
+        now: &dyn Fn() -> f64,
     ) -> Result<TextGeneration> {
+        if max_new == 0 {
+            return Err(Error::Invalid(
+                "asked for 0 new tokens; ask for at least 1".into(),
+            ));
+        }
+        let t0 = now();
         let mut dec = TextDecoder::start(self, prompt, max_new)?;
+        let mut logits = dec.next_logits().await?;
+        let t1 = now();
         let mut ids = Vec::new();
-        let mut stopped = false;
+        let (mut stopped, mut decode_steps) = (false, 0);
         for step in 0..max_new {
-            let logits = dec.next_logits().await?;
             let (tok, _, _) =
                 pick_greedy(&logits).ok_or_else(|| non_finite(&self.backend, "generate_text"))?;
             if stop.contains(&tok) {
@@ -104,13 +172,19 @@ impl<B: Backend> Vqa<B> {
             ids.push(tok);
             if step + 1 < max_new {
                 dec.push(tok)?;
+                logits = dec.next_logits().await?;
+                decode_steps += 1;
             }
         }
+        let t2 = now();
         Ok(TextGeneration {
             prompt_tokens: prompt.len(),
             text: self.tokenizer.decode(&ids)?,
             ids,
             stopped,
+            prefill_ms: t1 - t0,
+            decode_steps,
+            decode_ms: t2 - t1,
         })
     }
 

@@ -22,6 +22,10 @@ const TYPES = {
   '.svg': 'image/svg+xml',
 };
 
+// A model host is another origin to the page (as Hugging Face is): tests serve one, and a
+// 404 must reach the page as a 404, not as a CORS failure.
+const CORS = { 'Access-Control-Allow-Origin': '*' };
+
 /** `bytes=N-` or `bytes=N-M` within `size`, as [start, end) or null. */
 function parseRange(header, size) {
   const m = /^bytes=(\d+)-(\d*)$/.exec(header || '');
@@ -41,7 +45,7 @@ export function serve(root, port = 0) {
       const path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
       let file = resolve(join(base, path));
       if (file !== base && !file.startsWith(base + sep)) {
-        res.writeHead(403).end('forbidden');
+        res.writeHead(403, CORS).end('forbidden');
         return;
       }
       if ((await stat(file)).isDirectory()) file = join(file, 'index.html');
@@ -50,11 +54,12 @@ export function serve(root, port = 0) {
         'Content-Type': TYPES[extname(file)] || 'application/octet-stream',
         'Cache-Control': 'no-store',
         'Accept-Ranges': 'bytes',
+        ...CORS,
       };
       let body = whole;
       const range = !server.ignoreRange && req.headers.range && parseRange(req.headers.range, whole.length);
       if (!server.ignoreRange && req.headers.range && !range) {
-        res.writeHead(416, { 'Content-Range': `bytes */${whole.length}` }).end();
+        res.writeHead(416, { ...CORS, 'Content-Range': `bytes */${whole.length}` }).end();
         return;
       }
       if (range) {
@@ -74,7 +79,7 @@ export function serve(root, port = 0) {
       served.set(path, (served.get(path) || 0) + body.length);
       res.end(body);
     } catch {
-      res.writeHead(404).end('not found');
+      res.writeHead(404, CORS).end('not found');
     }
   });
   server.served = served;
