@@ -6,11 +6,12 @@
 #                make serve serves it
 #   make e2e   - browser tests of the page (headless Chromium, npm playwright-core): CPU, WebGPU
 #                (SwiftShader) and the fallbacks between them; `make test` runs them too
+#   make bench-browser - real-size load, prefill and decode in headless Chromium (needs the GGUF)
 SHELL := /bin/bash
 CARGO ?= cargo
 MODEL ?= models/default
 
-.PHONY: screenshot demo demo-cli wasm-bindgen-cli test setup test-native test-wasm lint easy-vqa lavapipe web serve e2e e2e-run setup-web
+.PHONY: bench-browser screenshot demo demo-cli wasm-bindgen-cli test setup test-native test-wasm lint easy-vqa lavapipe web serve e2e e2e-run setup-web
 
 # The page (wasm + worker + the shipped model) on http://127.0.0.1:$(PORT)/ via `relvqa serve`
 # (application/wasm, Range requests). Ctrl-C stops it.
@@ -141,3 +142,11 @@ e2e-run: web tests/e2e/node_modules
 	@test -x $(TARGET_DIR)/release/relvqa || \
 	  { echo "no $(TARGET_DIR)/release/relvqa: run cargo build --release (or make e2e)"; exit 1; }
 	cd tests/e2e && time -p npm test
+
+# Real-size numbers in headless Chromium (README, "Real weights"): the converted SmolLM2 checkpoint
+# and its packages under $(REAL) (one folder per name in MODELS), generated from in the page on
+# the CPU and WebGPU and compared with `relvqa generate` natively. Needs the GGUF (see README).
+REAL ?= /tmp/real
+MODELS ?= f16,hqq4,hqq3,hqq2
+bench-browser: web tests/e2e/node_modules
+	cd tests/e2e && node bench-real-size.mjs --root $(REAL) --models $(MODELS) --json $(REAL)/browser-bench.json

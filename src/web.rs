@@ -62,6 +62,18 @@ pub fn wasm_memory_bytes() -> f64 {
         .map_or(0.0, |b| f64::from(b.byte_length()))
 }
 
+/// The packed int-N CPU kernels this module runs (simd128 when compiled with it) against their
+/// scalar reference, in this browser: `[{bits, group, isa, cases, rel_err, ok}]`. The simd128
+/// path exists only in the wasm build, so this is where it is tested.
+#[wasm_bindgen(js_name = cpuKernelSelfTest)]
+pub fn cpu_kernel_self_test() -> std::result::Result<JsValue, JsError> {
+    let checks = crate::quant::kernels::self_test::simd_against_scalar(11).map_err(js_err)?;
+    let ser = serde_wasm_bindgen::Serializer::json_compatible();
+    checks
+        .serialize(&ser)
+        .map_err(|e| JsError::new(&e.to_string()))
+}
+
 /// What [`gpu_self_test`] reports.
 #[derive(Debug, Serialize)]
 struct SelfTest {

@@ -5,7 +5,7 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
-use relvqa::quant::kernels::{isa_for, matmul_packed, matmul_packed_scalar};
+use relvqa::quant::kernels::{matmul_packed, matmul_packed_scalar};
 use relvqa::quant::rtn::quantize;
 use relvqa::quant::{PackedTensor, QuantSpec};
 use relvqa::Error;
@@ -110,30 +110,20 @@ fn fused_matches_dequantize_then_matmul() {
 
 #[test]
 fn simd_path_equals_scalar_path() {
-    let mut rng = ChaCha8Rng::seed_from_u64(11);
-    for bits in BITS {
-        eprintln!("int{bits}: {}", isa_for(bits).name());
-        for group in GROUPS {
-            for k in KS.into_iter().filter(|k| k % group == 0) {
-                let w = packed(&mut rng, bits, group, k);
-                for m in MS {
-                    let x = normal(&mut rng, m * k);
-                    let (mut fast, mut slow) = (vec![0f32; m * N], vec![0f32; m * N]);
-                    matmul_packed(&x, m, &w, &mut fast).unwrap();
-                    matmul_packed_scalar(&x, m, &w, &mut slow).unwrap();
-                    // Same int8 activations and exact integer block sums: only the order of the
-                    // f32 additions differs.
-                    let scale = slow.iter().fold(0f32, |a, v| a.max(v.abs())).max(1.0);
-                    for (i, (a, b)) in fast.iter().zip(&slow).enumerate() {
-                        assert!(
-                            (a - b).abs() <= 1e-5 * scale,
-                            "int{bits} g{group} K={k} m={m} out {i}: simd {a} scalar {b}"
-                        );
-                    }
-                }
-            }
-        }
+    // The same check the page runs for wasm simd128 (`cpuKernelSelfTest`).
+    let checks = relvqa::quant::kernels::self_test::simd_against_scalar(11).unwrap();
+    assert_eq!(checks.len(), 4 * 3);
+    for c in &checks {
+        eprintln!(
+            "int{} g{}: {} over {} shapes, rel err {:e}",
+            c.bits, c.group, c.isa, c.cases, c.rel_err
+        );
+        assert!(c.ok, "{c:?}");
     }
+    assert_eq!(
+        checks.iter().map(|c| c.cases).sum::<usize>(),
+        3 * (5 + 4 + 2) * 4
+    );
 }
 
 #[test]

@@ -257,6 +257,9 @@ function renderText(r) {
   out.dataset.ids = r.ids.join(',');
   out.dataset.stopped = String(r.stopped);
   out.dataset.backend = r.backend;
+  out.dataset.promptTokens = String(r.prompt_tokens);
+  out.dataset.prefillTokensPerS = String(r.prefill_tokens_per_s);
+  out.dataset.decodeTokensPerS = String(r.decode_tokens_per_s);
   $('text-stats').textContent = `${r.prompt_tokens} prompt tokens, ${r.new_tokens} new `
     + `${r.stopped ? '(stopped)' : '(token limit)'} on ${backendLabel(r.backend, r.adapter)}: `
     + `prefill ${r.prefill_ms.toFixed(0)} ms (${r.prefill_tokens_per_s.toFixed(1)} tokens/s), `
@@ -446,6 +449,8 @@ if (PARAMS.has('debug')) {
     loseDevice: () => call('lose-device'),
     // Every WGSL kernel against the CPU backend, in this browser (src/backend/parity.rs).
     selfTest: () => call('self-test'),
+    // The packed int-N CPU kernels (wasm simd128) against their scalar reference.
+    cpuKernelSelfTest: () => call('cpu-self-test'),
   };
 }
 

@@ -10,6 +10,7 @@
 //                 through the checkpoint's chat template unless `raw`)
 //               {type: 'lose-device', id}        (test hook: destroys the WebGPU device)
 //               {type: 'self-test', id}          (every WGSL kernel against the CPU, here)
+//               {type: 'cpu-self-test', id}      (the packed CPU kernels, simd128, against scalar)
 // Messages out: {type: 'progress', stage, loaded, total, file, source, tensors}
 //                 stage: 'init' (WebAssembly), 'download' (bytes, from 'network' or 'cache';
 //                 each tensor is verified and put on the backend as its bytes arrive:
@@ -28,7 +29,9 @@
 //               {type: 'text', id, result}      (`relvqa generate --json`'s object + where it ran)
 //               {type: 'self-test', id, report}
 //               {type: 'error', id?, message}
-import init, { RelVqa, PackageLoader, gpuSelfTest, wasmMemoryBytes } from './pkg/relvqa.js';
+import init, {
+  RelVqa, PackageLoader, gpuSelfTest, cpuKernelSelfTest, wasmMemoryBytes,
+} from './pkg/relvqa.js';
 import { fetchBytes, streamPackage, GpuFailed } from './package-stream.js';
 
 const REQUIRED = ['config.json', 'tokenizer.json', 'model.safetensors'];
@@ -238,6 +241,10 @@ async function handle(msg) {
     else if (msg.type === 'generate') await generate(msg);
     else if (msg.type === 'lose-device') loseDevice(msg);
     else if (msg.type === 'self-test') await selfTest(msg);
+    else if (msg.type === 'cpu-self-test') {
+      await init();
+      postMessage({ type: 'self-test', id: msg.id, report: cpuKernelSelfTest() });
+    }
     else throw new Error(`unknown message type ${msg.type}`);
   } catch (err) {
     postMessage({ type: 'error', id: msg.id, message: String(err && err.message ? err.message : err) });

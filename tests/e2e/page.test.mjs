@@ -193,6 +193,19 @@ test('a lost WebGPU device gives a typed error, and the page answers on the CPU'
   await page.close();
 });
 
+test('the packed CPU kernels run on wasm simd128 and match their scalar reference', async () => {
+  const { page, errors } = await openPage(gpuBrowser, '?backend=cpu&debug');
+  const checks = await page.evaluate(() => window.relvqaDebug.cpuKernelSelfTest());
+  console.log(`wasm CPU kernels: ${checks.map((c) => `int${c.bits} g${c.group} ${c.isa} ${c.rel_err.toExponential(1)}`).join(', ')}`);
+  assert.equal(checks.length, 12, 'bits 8/4/3/2 x groups 32/64/128');
+  // The build enables simd128 (.cargo/config.toml); without it the page would run scalar code.
+  assert.deepEqual([...new Set(checks.map((c) => c.isa))], ['simd128']);
+  assert.deepEqual(checks.filter((c) => !c.ok), []);
+  assert.ok(checks.every((c) => c.cases > 0));
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
 test('every WGSL kernel matches the CPU backend on Chromium\'s WebGPU', async () => {
   const { page, errors } = await openPage(gpuBrowser, '?backend=cpu&debug');
   const report = await page.evaluate(() => window.relvqaDebug.selfTest());

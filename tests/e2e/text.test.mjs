@@ -2,7 +2,7 @@
 // checkpoint's chat template, must give the same token ids as `relvqa generate --json` for the
 // same model: from a Hugging Face style folder on another origin (CPU and WebGPU), from a
 // package that lists its chat template (checked against the manifest), and as raw text for a
-// model with no template. Real-size numbers come from tools/bench-browser/real-size.mjs.
+// model with no template. Real-size numbers come from tests/e2e/bench-real-size.mjs (`make bench-browser`).
 //
 // Needs `make web` and `cargo build --release` first (`make e2e` does both).
 import { test, before, after } from 'node:test';

@@ -17,6 +17,7 @@ pub mod act;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 mod scalar;
+pub mod self_test;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod simd128;
 

@@ -40,6 +40,8 @@ fn chunk<const BITS: u32>(w: &PackedTensor, a: &Acts, rows: Range<usize>, out: &
 
 /// Outputs `[n][m0 + i]` for `i < mt <= X_TILE`.
 #[inline]
+// `i` indexes the accumulators, the corrections and the rows of `x` together.
+#[allow(clippy::needless_range_loop)]
 fn tile<const BITS: u32>(
     w: &PackedTensor,
     a: &Acts,
