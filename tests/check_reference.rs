@@ -305,8 +305,15 @@ fn bad_pixel_attention_masks_are_refused() {
     let msg = fails_with(&t);
     assert!(msg.contains("first row or column"), "{msg}");
 
+    // A float mask (transformers' own is bool or int64 0/1).
     let mut t = read_golden("idefics3-tiny");
-    tensor_mut(&mut t, "pixel_attention_mask").1 = Dtype::F32;
+    let mask = tensor_mut(&mut t, "pixel_attention_mask");
+    mask.1 = Dtype::F32;
+    mask.3 = mask
+        .3
+        .iter()
+        .flat_map(|m| f32::from(*m).to_le_bytes())
+        .collect();
     let msg = fails_with(&t);
     assert!(msg.contains("expected BOOL"), "{msg}");
 }

@@ -279,3 +279,21 @@ pub fn causal_mask(s: usize, past: usize) -> HostTensor {
         data,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::check_attention_mask;
+
+    #[test]
+    fn attention_masks_are_shared_or_per_batch_row_only() {
+        let (q, k) = ([2, 4, 5, 8], [2, 2, 9, 8]);
+        for ok in [&[5, 9][..], &[2, 1, 5, 9], &[2, 1, 1, 9]] {
+            assert!(check_attention_mask("cpu", ok, &q, &k).is_ok(), "{ok:?}");
+        }
+        // Per head, rank 3, or one row for a batch of two: numpy would broadcast the last.
+        for bad in [&[2, 4, 5, 9][..], &[2, 5, 9], &[1, 1, 1, 9], &[5, 8]] {
+            let e = check_attention_mask("cpu", bad, &q, &k).unwrap_err();
+            assert!(e.to_string().contains("[2, 1, 1, 9]"), "{e}");
+        }
+    }
+}

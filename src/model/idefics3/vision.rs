@@ -120,12 +120,14 @@ impl<B: Backend> VisionModel<B> {
         let g = side / ps;
         let full;
         let mask = match mask {
-            Some(m) if m.images() != n || m.side() != g => return Err(Error::Invalid(format!(
+            Some(m) if m.images() != n || m.side() != g => {
+                return Err(Error::Invalid(format!(
                 "patch mask for {} image(s) of {}x{} patches does not fit {n} image(s) of {g}x{g}",
                 m.images(),
                 m.side(),
                 m.side()
-            ))),
+            )))
+            }
             Some(m) => m,
             None => {
                 full = PatchMask::full(n, g);
