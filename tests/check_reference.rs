@@ -96,6 +96,7 @@ fn committed_fixtures_pass_on_the_gpu() {
     for (name, golden) in [
         ("idefics3-tiny", "golden.safetensors"),
         ("idefics3-tiny", "golden-tiled.safetensors"),
+        ("idefics3-tiny", "golden-padded.safetensors"),
         ("idefics3-tiny-bf16", "golden.safetensors"),
     ] {
         let dir = fixture(name);
@@ -261,13 +262,77 @@ fn more_image_tokens_than_images_is_refused() {
     assert!(msg.contains("image tokens but 1 image(s)"), "{msg}");
 }
 
+/// Two images padded bottom-right (37x27 and 20x45 real pixels in 48x48, so 5x4 and 3x6 real
+/// patches, the last ones partly real) and one all-zero batch-padding image, fed to
+/// transformers with their `pixel_attention_mask`: bucketed position ids, padded patches
+/// masked as keys, the zero image dropped.
 #[test]
-fn padded_pixels_are_refused_not_ignored() {
+fn committed_padded_fixture_passes() {
+    let out = assert_passes("idefics3-tiny", "golden-padded.safetensors");
+    assert!(
+        out.contains("2 image(s), 2 with padded patches, 1 all-zero padding image(s) dropped"),
+        "{out}"
+    );
+}
+
+/// The padding is what matters: the same golden with every pixel marked real gives other
+/// logits (the mask is read, not ignored).
+#[test]
+fn padded_fixture_with_its_mask_cleared_fails() {
+    let mut t = read_golden_file("idefics3-tiny", "golden-padded.safetensors");
+    let mask = tensor_mut(&mut t, "pixel_attention_mask");
+    mask.3.iter_mut().for_each(|m| *m = 1);
+    let msg = fails_with(&t);
+    assert!(msg.contains("TOO LARGE"), "{msg}");
+}
+
+#[test]
+fn bad_pixel_attention_masks_are_refused() {
+    // One row short of the images it must describe.
+    let mut t = read_golden_file("idefics3-tiny", "golden-padded.safetensors");
+    let mask = tensor_mut(&mut t, "pixel_attention_mask");
+    let (h, w) = (mask.2[2], mask.2[3]);
+    mask.2[2] = h - 1;
+    let n = mask.2[1];
+    mask.3.truncate(n * (h - 1) * w);
+    let msg = fails_with(&t);
+    assert!(msg.contains("`pixel_attention_mask` has shape"), "{msg}");
+
+    // A real image whose mask has no real pixel: transformers cannot position it.
     let mut t = read_golden("idefics3-tiny");
     let mask = tensor_mut(&mut t, "pixel_attention_mask");
-    mask.3[0] = 0;
+    mask.3.iter_mut().for_each(|m| *m = 0);
     let msg = fails_with(&t);
-    assert!(msg.contains("padded"), "{msg}");
+    assert!(msg.contains("first row or column"), "{msg}");
+
+    // A float mask (transformers' own is bool or int64 0/1).
+    let mut t = read_golden("idefics3-tiny");
+    let mask = tensor_mut(&mut t, "pixel_attention_mask");
+    mask.1 = Dtype::F32;
+    mask.3 = mask
+        .3
+        .iter()
+        .flat_map(|m| f32::from(*m).to_le_bytes())
+        .collect();
+    let msg = fails_with(&t);
+    assert!(msg.contains("expected BOOL"), "{msg}");
+}
+
+/// `--raw` rebuilds inputs with the image processor, which never pads one prompt's images: a
+/// padded golden is refused with a reason rather than compared against unpadded pixels.
+#[test]
+fn raw_is_refused_for_a_padded_golden() {
+    let dir = fixture("idefics3-tiny");
+    let out = Command::new(env!("CARGO_BIN_EXE_relvqa"))
+        .args(["check-reference", "--raw", "--model"])
+        .arg(&dir)
+        .arg("--golden")
+        .arg(dir.join("golden-padded.safetensors"))
+        .output()
+        .unwrap();
+    let msg = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(!out.status.success(), "{msg}");
+    assert!(msg.contains("without --raw"), "{msg}");
 }
 
 #[test]

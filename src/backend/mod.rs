@@ -195,7 +195,10 @@ pub trait Backend: Clone + std::fmt::Debug {
 
     /// Scaled dot-product attention. `q [b, h, s, d]`, `k`/`v [b, kv, t, d]` with `h` a
     /// multiple of `kv` (grouped-query attention: query head `i` reads key head `i / (h / kv)`);
-    /// `mask` is added to the scores (`[s, t]`, 0 or -inf) when given.
+    /// `mask` (0 or -inf) is added to the scores when given, either `[s, t]` for every batch
+    /// row (the causal mask) or `[b, 1, s, t]` / `[b, 1, 1, t]` per batch row, broadcast over
+    /// heads and, with a third dim of 1, over queries: transformers' 4-D mask layout, which the
+    /// Idefics3 vision tower uses to hide each image's padded patches as keys.
     fn attention(
         &self,
         q: &Self::Tensor,
@@ -217,6 +220,9 @@ pub trait Backend: Clone + std::fmt::Debug {
         }
         let k = self.repeat_kv(k, h / kv)?;
         let v = self.repeat_kv(v, h / kv)?;
+        if let Some(m) = mask {
+            check_attention_mask(self.name(), &self.shape(m), &self.shape(q), &self.shape(&k))?;
+        }
         let kt = self.permute(&k, &[0, 1, 3, 2])?;
         let mut scores = self.scale(&self.matmul(q, &kt)?, scale)?;
         if let Some(m) = mask {
@@ -225,6 +231,37 @@ pub trait Backend: Clone + std::fmt::Debug {
         let p = self.softmax_last(&scores)?;
         self.matmul(&p, &v)
     }
+}
+
+/// The mask layouts [`Backend::attention`] accepts, for `q [b, h, s, d]` and `k [b, kv, t, d]`:
+/// `[s, t]`, `[b, 1, s, t]` or `[b, 1, 1, t]`. Checked by every backend, so a mask that numpy
+/// rules would broadcast some other way is an error on each, not a different answer.
+pub fn check_attention_mask(
+    backend: &'static str,
+    mask: &[usize],
+    q: &[usize],
+    k: &[usize],
+) -> Result<()> {
+    let (b, s, t) = (
+        q.first().copied().unwrap_or(0),
+        q.get(2).copied().unwrap_or(0),
+        k.get(2).copied().unwrap_or(0),
+    );
+    let ok = match mask {
+        [ms, mt] => *ms == s && *mt == t,
+        [mb, 1, ms, mt] => *mb == b && (*ms == s || *ms == 1) && *mt == t,
+        _ => false,
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(crate::Error::Backend {
+        backend,
+        op: "attention",
+        msg: format!(
+            "mask must be [{s}, {t}], [{b}, 1, {s}, {t}] or [{b}, 1, 1, {t}], got {mask:?}"
+        ),
+    })
 }
 
 /// Causal mask for `s` new positions after `past` cached ones: `[s, past + s]`, 0 where a query
@@ -240,5 +277,23 @@ pub fn causal_mask(s: usize, past: usize) -> HostTensor {
     HostTensor {
         shape: vec![s, t],
         data,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_attention_mask;
+
+    #[test]
+    fn attention_masks_are_shared_or_per_batch_row_only() {
+        let (q, k) = ([2, 4, 5, 8], [2, 2, 9, 8]);
+        for ok in [&[5, 9][..], &[2, 1, 5, 9], &[2, 1, 1, 9]] {
+            assert!(check_attention_mask("cpu", ok, &q, &k).is_ok(), "{ok:?}");
+        }
+        // Per head, rank 3, or one row for a batch of two: numpy would broadcast the last.
+        for bad in [&[2, 4, 5, 9][..], &[2, 5, 9], &[1, 1, 1, 9], &[5, 8]] {
+            let e = check_attention_mask("cpu", bad, &q, &k).unwrap_err();
+            assert!(e.to_string().contains("[2, 1, 1, 9]"), "{e}");
+        }
     }
 }

@@ -315,6 +315,55 @@ pub async fn op_parity<B: Backend>(gpu: &B) -> Result<Vec<ParityCheck>> {
             tol: TOL,
         });
     }
+    {
+        // Idefics3's padded images: a key mask per batch row, [b, 1, 1, t], broadcast over heads
+        // and queries; and the general per-row [b, 1, s, t]. Every row keeps some keys.
+        let (b, s, t) = (2, 5, 9);
+        let key_mask = HostTensor::new(
+            vec![b, 1, 1, t],
+            (0..b * t)
+                .map(|i| {
+                    if i % t < 6 || i < t {
+                        0.0
+                    } else {
+                        f32::NEG_INFINITY
+                    }
+                })
+                .collect(),
+        )?;
+        let row_mask = HostTensor::new(
+            vec![b, 1, s, t],
+            (0..b * s * t)
+                .map(|i| {
+                    if (i * 7) % 5 == 0 || i % t == 0 {
+                        0.0
+                    } else {
+                        f32::NEG_INFINITY
+                    }
+                })
+                .collect(),
+        )?;
+        for (name, mask) in [
+            ("attention (key mask per batch row [2, 1, 1, 9])", key_mask),
+            ("attention (mask per batch row [2, 1, 5, 9])", row_mask),
+        ] {
+            let inputs = vec![
+                host(&mut rng, &[b, 6, s, 12])?,
+                host(&mut rng, &[b, 3, t, 12])?,
+                host(&mut rng, &[b, 3, t, 12])?,
+                mask,
+            ];
+            let (got, want) = both(gpu, &inputs, |o| {
+                o.call(Op::Attention(o.t(0), o.t(1), o.t(2), Some(o.t(3)), 0.3))
+            })
+            .await?;
+            out.push(ParityCheck {
+                name: name.into(),
+                rel_err: rel_err(&got, &want),
+                tol: TOL,
+            });
+        }
+    }
     check!(
         "attention (70 keys, 2 batches)",
         [[2, 3, 70, 8], [2, 3, 70, 8], [2, 3, 70, 8]],

@@ -72,8 +72,18 @@ fn run_idefics3<B: Backend>(backend: B, a: &CheckReferenceArgs) -> Result<()> {
         .map(|(k, v)| format!("{k}={}", v.escape_debug()))
         .collect();
     println!("golden: {file} ({})", meta.join(", "));
+    let mut padding = String::new();
+    if let Some(m) = &golden.patch_mask {
+        padding += &format!(", {} with padded patches", m.padded_images());
+    }
+    if golden.dropped_images > 0 {
+        padding += &format!(
+            ", {} all-zero padding image(s) dropped",
+            golden.dropped_images
+        );
+    }
     println!(
-        "prompt: {} tokens, {} image(s)",
+        "prompt: {} tokens, {} image(s){padding}",
         golden.input_ids.len(),
         golden.pixel_values.shape[0]
     );
@@ -132,6 +142,13 @@ fn rebuild_inputs<B: Backend>(
     golden: &mut Golden,
 ) -> Result<()> {
     use crate::model::idefics3::processor::{preprocess, ProcessorOptions};
+    if golden.patch_mask.is_some() || golden.dropped_images > 0 {
+        // Idefics3's processor squares or tiles every image to `max_image_size`, so it pads
+        // only across a batch; such a golden was padded by hand (tools/golden/ `--padded`).
+        return Err(Error::Invalid(
+            "--raw rebuilds inputs with the image processor, which never pads one prompt's images; this golden has padded or all-zero images, so check it without --raw".into(),
+        ));
+    }
     let pp_path = a.model.join("preprocessor_config.json");
     let pp = std::fs::read_to_string(&pp_path)
         .map_err(|e| Error::io(pp_path.display().to_string(), e))?;

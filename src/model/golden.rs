@@ -8,7 +8,9 @@
 //! Tensors (batch 1, as transformers' processor writes them for one prompt):
 //! - `input_ids` `[1, S]` (i64): the prompt, image tokens included;
 //! - `pixel_values` `[1, N, 3, H, W]` (f32): N images (tiles and global image), normalised;
-//! - `pixel_attention_mask` `[1, N, H, W]` (bool): all true (no padded images yet);
+//! - `pixel_attention_mask` `[1, N, H, W]` (bool): the real pixels of each image; a padded
+//!   image gets transformers' patch mask and position ids (`idefics3::patches`), and an image
+//!   that is all zeros is batch padding and dropped, as `get_image_features` does;
 //! - `logits` `[1, S, V]` (f32): the prompt forward pass, every position;
 //! - `generated` `[1, G]` (i64): greedy ids after the prompt (G steps, no stop at the end token).
 
@@ -17,6 +19,7 @@ use safetensors::{Dtype, SafeTensors};
 use crate::backend::{Backend, HostTensor};
 use crate::error::{Error, Result};
 use crate::model::generate::{pick_greedy, Vqa};
+use crate::model::idefics3::patches::PatchMask;
 
 /// The tolerance the issue asks for: f32 on both sides, so only summation order differs.
 pub const DEFAULT_TOLERANCE: f32 = 1e-4;
@@ -28,8 +31,12 @@ const MAX_GENERATED: usize = 1024;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Golden {
     pub input_ids: Vec<u32>,
-    /// `[N, 3, H, W]` (the batch dimension dropped).
+    /// `[N, 3, H, W]` (the batch dimension dropped, all-zero padding images too).
     pub pixel_values: HostTensor,
+    /// Which patches of each kept image are real, when any is padded (`None`: all real).
+    pub patch_mask: Option<PatchMask>,
+    /// How many all-zero images were dropped as batch padding.
+    pub dropped_images: usize,
     /// `[1, S, V]`.
     pub logits: HostTensor,
     pub generated: Vec<u32>,
@@ -161,17 +168,6 @@ impl Golden {
             )));
         }
         let px = float_from_view("pixel_values", &px_view).map_err(err)?;
-        let per_image = v.num_channels * side * side;
-        if let Some(k) = px
-            .chunks_exact(per_image)
-            .position(|img| img.iter().all(|x| *x == 0.0))
-        {
-            // transformers drops all-zero images as batch padding, so the token counts differ.
-            return Err(err(format!(
-                "image {k} of `pixel_values` is all zeros, which transformers treats as padding and drops"
-            )));
-        }
-        let pixel_values = HostTensor::new(vec![n, v.num_channels, side, side], px)?;
 
         let mask_view = get("pixel_attention_mask")?;
         if dims(&mask_view) != [1, n, side, side] {
@@ -186,11 +182,18 @@ impl Golden {
                 mask_view.dtype()
             )));
         }
-        if mask_view.data().contains(&0) {
-            return Err(err(
-                "`pixel_attention_mask` marks padded pixels; relvqa runs whole images only (padded images are not supported yet)".into(),
-            ));
-        }
+        let pixel_mask: Vec<bool> = mask_view.data().iter().map(|x| *x != 0).collect();
+        let (pixel_values, pixel_mask, dropped_images) =
+            drop_padding_images(px, pixel_mask, n, v.num_channels, side);
+        let patch_mask = if pixel_mask.iter().all(|x| *x) {
+            None
+        } else {
+            let kept = pixel_values.shape[0];
+            let m =
+                PatchMask::from_pixel_mask(&pixel_mask, kept, side / v.patch_size, v.patch_size)
+                    .map_err(|e| err(format!("`pixel_attention_mask`: {e}")))?;
+            Some(m)
+        };
 
         let logits_view = get("logits")?;
         if dims(&logits_view) != [1, s, t.vocab_size] {
@@ -225,11 +228,53 @@ impl Golden {
         Ok(Self {
             input_ids,
             pixel_values,
+            patch_mask,
+            dropped_images,
             logits,
             generated,
             metadata,
         })
     }
+}
+
+/// transformers' `real_images_inds`: an image whose every value is 0.0 is padding added to make
+/// a batch's image counts equal, and is dropped with its mask before the vision tower (its
+/// prompt has no tokens for it). Returns the kept pixels `[kept, c, side, side]`, their masks
+/// and how many were dropped. `px` holds `n` images of `c * side * side` values.
+fn drop_padding_images(
+    px: Vec<f32>,
+    mask: Vec<bool>,
+    n: usize,
+    c: usize,
+    side: usize,
+) -> (HostTensor, Vec<bool>, usize) {
+    let per_image = c * side * side;
+    let per_mask = side * side;
+    let real: Vec<bool> = px
+        .chunks_exact(per_image)
+        .map(|img| img.iter().any(|x| *x != 0.0))
+        .collect();
+    let kept = real.iter().filter(|r| **r).count();
+    if kept == n {
+        let t = HostTensor {
+            shape: vec![n, c, side, side],
+            data: px,
+        };
+        return (t, mask, 0);
+    }
+    let mut data = Vec::with_capacity(kept * per_image);
+    let mut kept_mask = Vec::with_capacity(kept * per_mask);
+    for (i, keep) in real.iter().enumerate() {
+        if *keep {
+            data.extend_from_slice(&px[i * per_image..(i + 1) * per_image]);
+            kept_mask.extend_from_slice(&mask[i * per_mask..(i + 1) * per_mask]);
+        }
+    }
+    let t = HostTensor {
+        shape: vec![kept, c, side, side],
+        data,
+    };
+    (t, kept_mask, n - kept)
 }
 
 pub(crate) fn ids_from_view(
@@ -308,9 +353,20 @@ pub async fn check_reference<B: Backend>(
     let m = &vqa.model;
     let ids = &golden.input_ids;
     let s = ids.len();
-    let px = b.upload(&golden.pixel_values)?;
+    // Every image may be batch padding (then the prompt must have no image tokens).
+    let px = match golden.pixel_values.shape.first() {
+        Some(0) | None => None,
+        Some(_) => Some(b.upload(&golden.pixel_values)?),
+    };
     let mut cache = m.new_cache(s + golden.generated.len());
-    let hidden = m.forward_hidden(b, ids, 1, Some(&px), Some(&mut cache))?;
+    let hidden = m.forward_hidden_masked(
+        b,
+        ids,
+        1,
+        px.as_ref(),
+        golden.patch_mask.as_ref(),
+        Some(&mut cache),
+    )?;
     compare_with_reference(
         b,
         &hidden,

@@ -26,6 +26,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import inspect  # noqa: E402
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
@@ -159,6 +160,39 @@ def processor_inputs(processor, image: Image.Image, question: str, split: bool):
     return text, enc["input_ids"], enc["pixel_values"], enc["pixel_attention_mask"]
 
 
+def padded_inputs(processor, image: Image.Image, question: str):
+    """A prompt with two images that are *padded*, plus one all-zero batch-padding image: what
+    `get_image_features` handles with `pixel_attention_mask`, built by hand because
+    Idefics3ImageProcessor never pads one prompt's images (it squares or tiles each to
+    `max_image_size`; `do_pad` pads only across a batch).
+
+    The ids come from the processor (two unsplit images); each image is then replaced by the
+    raw image resized (LANCZOS, aspect not kept) to a size that is not a multiple of the patch
+    size, rescaled and normalised as the processor does, and padded bottom-right to the tile
+    with the processor's own `pad` (zeros, mask 1 on the real pixels). The third image is all
+    zeros with an all-zero mask: transformers drops it (`real_images_inds`), as it does for
+    the sample with fewer images in a batch."""
+    ip = processor.image_processor
+    side = ip.max_image_size["longest_edge"]
+    text = f"<|im_start|>User:<image><image>{question}<end_of_utterance>\nAssistant:"
+    enc = processor(text=[text], images=[[image, image]], return_tensors="pt", do_image_splitting=False)
+    # (width, height): 5x4 and 3x6 real patches of 8 pixels, the last ones partly real.
+    sizes = [(37, 27), (20, 45)]
+    pixels, masks = [], []
+    for w, h in sizes:
+        small = image.resize((w, h), Image.LANCZOS)
+        arr = np.asarray(small, dtype=np.float32).transpose(2, 0, 1)
+        arr = ip.normalize(ip.rescale(arr, ip.rescale_factor), ip.image_mean, ip.image_std)
+        padded, mask = ip.pad(arr.astype(np.float32), (side, side))
+        pixels.append(torch.from_numpy(np.ascontiguousarray(padded, dtype=np.float32)))
+        masks.append(torch.from_numpy(np.ascontiguousarray(mask)))
+    pixels.append(torch.zeros_like(pixels[0]))
+    masks.append(torch.zeros_like(masks[0]))
+    pixel_values = torch.stack(pixels)[None]
+    pixel_attention_mask = torch.stack(masks)[None].to(torch.bool)
+    return text, enc["input_ids"], pixel_values, pixel_attention_mask, sizes
+
+
 def greedy(model, input_ids, pixel_values, pixel_attention_mask, n: int):
     """Greedy decoding with the KV cache, exactly n tokens (no stop on end-of-utterance: the
     check is of the numbers, not of when an answer ends). Returns the prompt's logits too."""
@@ -219,6 +253,13 @@ def main() -> int:
         default="f32",
         help="dtype of model.safetensors; bf16 (what real SmolVLM checkpoints ship) rounds the "
         "weights to bf16 first, and transformers still computes in f32 with the rounded values",
+    )
+    ap.add_argument(
+        "--padded",
+        action="store_true",
+        help="also write golden-padded.safetensors: two hand-padded images (partial "
+        "pixel_attention_mask) and one all-zero padding image, which the processor never makes "
+        "for one prompt",
     )
     args = ap.parse_args()
 
@@ -303,6 +344,42 @@ def main() -> int:
         top2 = last.topk(2).values
         print(
             f"{name}: {input_ids.shape[1]} tokens, pixel_values {tuple(pixel_values.shape)}, "
+            f"last-row logits [{last.min().item():.3f}, {last.max().item():.3f}], "
+            f"generated {generated} (first-step margin {(top2[0] - top2[1]).item():.3f})"
+        )
+    if args.padded:
+        # Drawn after everything above, so the other files do not depend on --padded.
+        text, input_ids, pixel_values, pixel_attention_mask, sizes = padded_inputs(processor, image, question)
+        logits, generated = greedy(model, input_ids, pixel_values, pixel_attention_mask, NEW_TOKENS)
+        name = "golden-padded.safetensors"
+        save_file(
+            {
+                "input_ids": input_ids.to(torch.long).contiguous(),
+                "pixel_values": pixel_values.to(torch.float32).contiguous(),
+                "pixel_attention_mask": pixel_attention_mask.contiguous(),
+                "logits": logits.to(torch.float32).contiguous(),
+                "generated": torch.tensor([generated], dtype=torch.long),
+            },
+            os.path.join(args.out, name),
+            metadata={
+                "seed": str(args.seed),
+                "transformers": transformers.__version__,
+                "torch": torch.__version__,
+                "script": "tools/golden/make_idefics3.py --padded",
+                "prompt": text,
+                "image": "image.png",
+                "do_image_splitting": "false",
+                "padded": "by hand: image.png resized to "
+                + " and ".join(f"{w}x{h}" for w, h in sizes)
+                + ", each padded to the tile with Idefics3ImageProcessor.pad; then one all-zero padding image",
+                "weights_dtype": args.dtype,
+            },
+        )
+        last = logits[0, -1]
+        top2 = last.topk(2).values
+        print(
+            f"{name}: {input_ids.shape[1]} tokens, pixel_values {tuple(pixel_values.shape)}, "
+            f"real pixels {pixel_attention_mask[0].sum(dim=(1, 2)).tolist()}, "
             f"last-row logits [{last.min().item():.3f}, {last.max().item():.3f}], "
             f"generated {generated} (first-step margin {(top2[0] - top2[1]).item():.3f})"
         )

@@ -760,17 +760,29 @@ impl Backend for WgpuBackend {
         if b != kb || d != kd || v.shape != *ks || k_.cap != v.cap {
             return Err(bad());
         }
-        if let Some(m) = mask {
-            if m.shape != [*s, *t] {
-                return Err(err(
-                    "attention",
-                    format!("mask must be [{s}, {t}], got {:?}", m.shape),
-                ));
+        // Strides of the mask over (batch row, query): a shared [s, t] mask has no batch
+        // stride, a per-row [b, 1, 1, t] key mask no query stride.
+        let mask_strides = match mask {
+            Some(m) => {
+                crate::backend::check_attention_mask(self.name(), &m.shape, qs, ks)?;
+                Some(match m.shape.as_slice() {
+                    [_, 1, 1, mt] => (*mt, 0),
+                    [_, mt] => (0, *mt),
+                    _ => (s * t, *t),
+                })
             }
-        }
+            None => None,
+        };
         let (kbuf, _) = self.view("attention", k_)?;
         let (vbuf, _) = self.view("attention", v)?;
-        let mbuf = mask.map(|m| self.buf("attention", m)).transpose()?;
+        let mbuf = match (mask, mask_strides) {
+            (Some(m), Some((batch, row))) => Some(k::AttentionMask {
+                buf: self.buf("attention", m)?,
+                batch_stride: batch,
+                row_stride: row,
+            }),
+            _ => None,
+        };
         let y = k::attention(
             &self.ctx,
             &self.buf("attention", q)?,

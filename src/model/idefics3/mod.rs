@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod connector;
+pub mod patches;
 pub mod processor;
 pub mod text;
 pub mod vision;
@@ -88,7 +89,19 @@ impl<B: Backend> Idefics3<B> {
 
     /// `pixels [n, 3, h, w] -> [n, image_seq_len, text_hidden]`.
     pub fn image_features(&self, b: &B, pixels: &B::Tensor) -> Result<B::Tensor> {
-        let v = self.vision.forward(b, pixels)?;
+        self.image_features_masked(b, pixels, None)
+    }
+
+    /// As [`Self::image_features`] for images with padding: `mask` says which patches are real
+    /// (see [`patches`]). Padded patches still yield features, as in transformers: the
+    /// connector shuffles every patch.
+    pub fn image_features_masked(
+        &self,
+        b: &B,
+        pixels: &B::Tensor,
+        mask: Option<&patches::PatchMask>,
+    ) -> Result<B::Tensor> {
+        let v = self.vision.forward_masked(b, pixels, mask)?;
         self.connector.forward(b, &v)
     }
 
@@ -157,8 +170,21 @@ impl<B: Backend> Idefics3<B> {
         pixels: Option<&B::Tensor>,
         cache: Option<&mut KvCache<B>>,
     ) -> Result<B::Tensor> {
+        self.forward_hidden_masked(b, ids, bs, pixels, None, cache)
+    }
+
+    /// [`Self::forward_hidden`] with a patch mask for padded images (`None`: all real).
+    pub fn forward_hidden_masked(
+        &self,
+        b: &B,
+        ids: &[u32],
+        bs: usize,
+        pixels: Option<&B::Tensor>,
+        mask: Option<&patches::PatchMask>,
+        cache: Option<&mut KvCache<B>>,
+    ) -> Result<B::Tensor> {
         let feats = match pixels {
-            Some(p) => Some(self.image_features(b, p)?),
+            Some(p) => Some(self.image_features_masked(b, p, mask)?),
             None => None,
         };
         let emb = self.embed_multimodal(b, ids, bs, feats.as_ref())?;

@@ -4,6 +4,12 @@
 //! `rows × cols` tiles and append the whole image squared to the tile side as the global image.
 //! Rescale by 1/255 and normalise with mean = std = 0.5. Resizes are Pillow's LANCZOS on 8-bit
 //! images ([`crate::model::resample`]), so pixels match transformers bit for bit.
+//!
+//! No padding, as in transformers: every output image is exactly `tile x tile` (squared, or a
+//! tile of a multiple-of-`tile` resize), so `do_pad` has nothing to pad within one prompt and
+//! the `pixel_attention_mask` is all ones; transformers pads only across a batch, with
+//! all-zero images. The model handles padded images anyway (`super::patches`), for inputs
+//! built another way.
 
 use image::RgbImage;
 

@@ -1,9 +1,11 @@
 //! SigLIP-style vision transformer as in transformers' `Idefics3VisionTransformer`
 //! (`modeling_idefics3.py`): a stride-`patch` Conv2d patch embedding, learned position
 //! embeddings, pre-LayerNorm encoder layers with biased attention and a GELU(tanh) MLP, and a
-//! final `post_layernorm`.
+//! final `post_layernorm`. Padded images (a [`PatchMask`] with padded patches) get
+//! transformers' bucketed position ids and a key mask in every layer (`patches.rs`).
 
 use super::config::VisionConfig;
+use super::patches::{is_identity, PatchMask};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::model::linear::{LayerNorm, Linear, Weight};
@@ -89,8 +91,20 @@ impl<B: Backend> VisionModel<B> {
         })
     }
 
-    /// `pixels [n, c, h, w]` (normalised) -> `[n, patches, hidden]`.
+    /// `pixels [n, c, h, w]` (normalised) -> `[n, patches, hidden]`, every patch real.
     pub fn forward(&self, b: &B, pixels: &B::Tensor) -> Result<B::Tensor> {
+        self.forward_masked(b, pixels, None)
+    }
+
+    /// As [`Self::forward`], with `mask` saying which patches of each image are real (padded
+    /// images): their position ids follow transformers' bucketing and padded patches are
+    /// hidden as keys. `None` means every patch is real.
+    pub fn forward_masked(
+        &self,
+        b: &B,
+        pixels: &B::Tensor,
+        mask: Option<&PatchMask>,
+    ) -> Result<B::Tensor> {
         let s = b.shape(pixels);
         let (c, ps, side) = (
             self.cfg.num_channels,
@@ -104,11 +118,40 @@ impl<B: Backend> VisionModel<B> {
         }
         let n = s[0];
         let g = side / ps;
+        let full;
+        let mask = match mask {
+            Some(m) if m.images() != n || m.side() != g => {
+                return Err(Error::Invalid(format!(
+                "patch mask for {} image(s) of {}x{} patches does not fit {n} image(s) of {g}x{g}",
+                m.images(),
+                m.side(),
+                m.side()
+            )))
+            }
+            Some(m) => m,
+            None => {
+                full = PatchMask::full(n, g);
+                &full
+            }
+        };
         // Unfold non-overlapping patches in (channel, ky, kx) order, the Conv2d weight's order.
         let x = b.reshape(pixels, &[n, c, g, ps, g, ps])?;
         let x = b.permute(&x, &[0, 2, 4, 1, 3, 5])?;
         let x = b.reshape(&x, &[n, g * g, c * ps * ps])?;
-        let mut h = b.add(&self.patch.forward(b, &x)?, &self.pos)?;
+        let ids = mask.position_ids();
+        let pos = if is_identity(&ids, g * g) {
+            // Every image uses the table in order: add it whole (bit-identical to before
+            // padded images were supported, and no gather).
+            self.pos.clone()
+        } else {
+            b.embedding(&b.upload_ids(&ids, &[n, g * g])?, &self.pos)?
+        };
+        let mut h = b.add(&self.patch.forward(b, &x)?, &pos)?;
+        let key_bias = if mask.is_full() {
+            None
+        } else {
+            Some(b.upload(&mask.key_bias()?)?)
+        };
         let heads = self.cfg.num_attention_heads;
         let hd = self.cfg.head_dim();
         let split = |t: &B::Tensor| -> Result<B::Tensor> {
@@ -120,7 +163,7 @@ impl<B: Backend> VisionModel<B> {
             let q = split(&l.q.forward(b, &x)?)?;
             let k = split(&l.k.forward(b, &x)?)?;
             let v = split(&l.v.forward(b, &x)?)?;
-            let a = b.attention(&q, &k, &v, None, (hd as f32).powf(-0.5))?;
+            let a = b.attention(&q, &k, &v, key_bias.as_ref(), (hd as f32).powf(-0.5))?;
             let a = b.reshape(&b.permute(&a, &[0, 2, 1, 3])?, &[n, g * g, heads * hd])?;
             h = b.add(&h, &l.o.forward(b, &a)?)?;
             let x = l.ln2.forward(b, &h)?;

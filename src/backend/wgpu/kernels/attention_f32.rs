@@ -16,8 +16,20 @@ wgsl_params!(Params {
     d,
     cap,
     has_mask,
+    mask_batch_stride,
+    mask_row_stride,
     scale
 });
+
+/// An additive mask and where row `(batch, query)` of it starts: `batch * batch_stride +
+/// query * row_stride`, keys contiguous. A shared `[s, t]` mask has batch stride 0; a
+/// per-image key mask `[b, 1, 1, t]` (padded patches) has row stride 0.
+#[derive(Debug, Clone)]
+pub struct AttentionMask {
+    pub buf: GpuBuffer,
+    pub batch_stride: usize,
+    pub row_stride: usize,
+}
 
 /// Shapes of one attention call: `q [batch, heads, s, d]`, keys and values
 /// `[batch, kv_heads, cap, d]` of which the first `t` positions are used.
@@ -32,13 +44,13 @@ pub struct AttentionShape {
     pub cap: usize,
 }
 
-/// `mask` is `[s, t]`, added to the scores, when given.
+/// `mask` is added to the scores when given.
 pub fn attention(
     ctx: &GpuContext,
     q: &GpuBuffer,
     k: &GpuBuffer,
     v: &GpuBuffer,
-    mask: Option<&GpuBuffer>,
+    mask: Option<&AttentionMask>,
     sh: AttentionShape,
     scale: f32,
 ) -> Result<GpuBuffer> {
@@ -66,7 +78,8 @@ pub fn attention(
     need(OP, "k", k, batch * kv_heads * cap * d)?;
     need(OP, "v", v, batch * kv_heads * cap * d)?;
     if let Some(m) = mask {
-        need(OP, "mask", m, s * t)?;
+        let last_row = (batch - 1) * m.batch_stride + (s - 1) * m.row_stride;
+        need(OP, "mask", &m.buf, last_row + t)?;
     }
     let params = Params {
         rows: u32_of("rows", rows)?,
@@ -77,6 +90,8 @@ pub fn attention(
         d: u32_of("d", d)?,
         cap: u32_of("cap", cap)?,
         has_mask: mask.is_some() as u32,
+        mask_batch_stride: u32_of("mask batch stride", mask.map_or(0, |m| m.batch_stride))?,
+        mask_row_stride: u32_of("mask row stride", mask.map_or(0, |m| m.row_stride))?,
         scale: scale.to_bits(),
     };
     u32_of("rows * t", rows * t)?;
@@ -85,7 +100,7 @@ pub fn attention(
     let scores = ctx.storage("attention scores", rows * t)?;
     let out = ctx.storage("attention out", rows * d)?;
     // Without a mask, any buffer fills the binding; the kernel does not read it.
-    let mask = mask.unwrap_or(q);
+    let mask = mask.map_or(q, |m| &m.buf);
     let (gx, gy) = ctx.grid(OP, rows)?;
     ctx.dispatch(
         &pipeline,

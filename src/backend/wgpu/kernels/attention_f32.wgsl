@@ -1,9 +1,11 @@
 // Scaled dot-product attention for prefill (s queries) and decode (s = 1), grouped-query aware:
-//   out[b, h, i, :] = softmax_j(q[b, h, i, :] . k[b, h / g, j, :] * scale + mask[i, j]) v[b, h / g, j, :]
+//   out[b, h, i, :] = softmax_j(q[b, h, i, :] . k[b, h / g, j, :] * scale + mask[b, i, j]) v[b, h / g, j, :]
 // with g = heads / kv_heads. Keys and values are read in place from a preallocated KV cache:
 // their sequence dimension has room for `cap` positions, of which the first `t` are used, so
-// appending a token never copies the cache. The mask [s, t] (0 or -inf) is added when
-// has_mask is 1 (causal prefill); decode needs none.
+// appending a token never copies the cache. The mask (0 or -inf) is added when has_mask is 1;
+// mask[b, i, j] is at b * mask_batch_stride + i * mask_row_stride + j, so one buffer serves
+// the causal prefill mask [s, t] (batch stride 0) and the vision tower's per-image key mask
+// [b, 1, 1, t] for padded patches (row stride 0). Decode needs none.
 //
 // One workgroup per (b, h, i) query row, in three phases over a scratch row of t scores:
 // scores and their max, exponentials and their sum, then the weighted sum of values with the
@@ -20,6 +22,8 @@ struct Params {
     d: u32,
     cap: u32,
     has_mask: u32,
+    mask_batch_stride: u32,
+    mask_row_stride: u32,
     scale: u32,
 }
 
@@ -62,7 +66,7 @@ fn main(
         }
         var sc = acc * scale;
         if (p.has_mask == 1u) {
-            sc += mask[i * p.t + j];
+            sc += mask[b * p.mask_batch_stride + i * p.mask_row_stride + j];
         }
         scores[sc0 + j] = sc;
         m = max(m, sc);

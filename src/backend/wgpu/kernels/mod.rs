@@ -30,7 +30,7 @@ mod silu_mul_f32;
 mod softmax_last_f32;
 mod unary_f32;
 
-pub use attention_f32::{attention, AttentionShape};
+pub use attention_f32::{attention, AttentionMask, AttentionShape};
 pub use binary_f32::{binary, broadcast_shape, BinaryOp};
 pub use copy_strided_f32::{contiguous_strides, copy_strided, View};
 pub use embedding_f32::embedding;
