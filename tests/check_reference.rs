@@ -461,3 +461,67 @@ fn image_processor_matches_idefics3_image_processor() {
         assert!(max <= 1e-6, "{file}: max |Δpixel| {max}");
     }
 }
+
+/// `relvqa ask` on a checkpoint whose processor splits images (the tiny fixture, as real
+/// SmolVLM checkpoints ship `do_image_splitting`) answers from the tiles and the tiled prompt:
+/// its answer tokens are transformers' greedy ids for the same image and question, up to the
+/// end of the utterance.
+#[test]
+fn ask_uses_the_checkpoint_processor_tiles_and_answers_like_transformers() {
+    use relvqa::backend::cpu::CpuBackend;
+    use relvqa::model::idefics3::processor::{preprocess, ProcessorOptions};
+    let dir = fixture("idefics3-tiny");
+    let golden = fs::read(dir.join("golden-tiled.safetensors")).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&golden).unwrap();
+    let prompt = meta.metadata().as_ref().unwrap()["prompt"].clone();
+    let question = prompt
+        .strip_prefix("<|im_start|>User:<image>")
+        .and_then(|r| r.strip_suffix("<end_of_utterance>\nAssistant:"))
+        .unwrap()
+        .to_string();
+    let st = safetensors::SafeTensors::deserialize(&golden).unwrap();
+    let generated: Vec<u32> = st
+        .tensor("generated")
+        .unwrap()
+        .data()
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
+        .collect();
+
+    let vqa = relvqa::model::loader::load_dir(CpuBackend::new(), &dir).unwrap();
+    let eou = vqa.tokenizer.special.end_of_utterance;
+    let want: Vec<u32> = generated
+        .iter()
+        .copied()
+        .take_while(|&t| t != eou)
+        .collect();
+    assert!(!want.is_empty());
+    let opts = ProcessorOptions::from_preprocessor_json(
+        &fs::read_to_string(dir.join("preprocessor_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(opts.split);
+    let img = image::open(dir.join("image.png")).unwrap().to_rgb8();
+    let processed = preprocess(&img, &opts).unwrap();
+    assert_eq!((processed.rows, processed.cols), (2, 2));
+    let g = pollster::block_on(vqa.answer_processed(&processed, &question)).unwrap();
+    assert_eq!(g.tokens, want[..g.tokens.len().min(want.len())]);
+    assert_eq!(g.tokens.len(), want.len().min(vqa.max_new_tokens));
+
+    // The CLI takes the same path and prints the same answer.
+    let out = Command::new(env!("CARGO_BIN_EXE_relvqa"))
+        .args(["ask", "--json", "--model"])
+        .arg(&dir)
+        .arg("--image")
+        .arg(dir.join("image.png"))
+        .args(["--question", &question])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["answer"].as_str(), Some(g.text.as_str()));
+    assert_eq!(
+        v["token_probs"].as_array().map(Vec::len),
+        Some(g.tokens.len())
+    );
+}

@@ -9,8 +9,12 @@ use crate::backend::{Backend, HostTensor};
 use crate::error::{Error, Result};
 use crate::model::arch::Architecture;
 use crate::model::generate::Vqa;
+use crate::model::idefics3::processor::{preprocess, ProcessorOptions};
 use crate::model::image::{decode_image, image_to_pixels};
 use crate::selector::decision::{self, Confidence, Decision};
+
+/// The image processor's settings in a checkpoint (Idefics3ImageProcessor's fields).
+const PREPROCESSOR_FILE: &str = "preprocessor_config.json";
 use crate::selector::store;
 
 #[derive(clap::Args, Debug)]
@@ -92,15 +96,50 @@ fn run_on<B: Backend>(backend: B, a: &AskArgs) -> Result<()> {
     let confidence = load_confidence(&a.model.model, vqa.model.cfg.text_config.hidden_size)?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let t1 = Instant::now();
-    let bytes = std::fs::read(&a.image).map_err(|e| Error::io(a.image.display().to_string(), e))?;
-    let img =
-        decode_image(&bytes).map_err(|e| Error::Image(format!("{}: {e}", a.image.display())))?;
-    let px = image_to_pixels(&img, vqa.model.cfg.vision_config.image_size)?;
-    let pre_ms = t1.elapsed().as_secs_f64() * 1e3;
-    let mut d = decide(&vqa, &confidence, &px, &a.question, a.risk)?;
+    let img = read_image(&a.image)?;
+    let mut d = match tiling_processor(&a.model.model)? {
+        // A real SmolVLM / Idefics3 checkpoint: its processor's tiles and tiled prompt.
+        Some(opts) => {
+            let processed = preprocess(&img, &opts)?;
+            let pre_ms = t1.elapsed().as_secs_f64() * 1e3;
+            let t = Instant::now();
+            let g = pollster::block_on(vqa.answer_processed(&processed, &a.question))?;
+            let gen_ms = t.elapsed().as_secs_f64() * 1e3;
+            let mut d = decision::decide(g, &confidence, a.risk, vqa.backend.name())?;
+            d.timings_ms["generate"] = gen_ms.into();
+            d.timings_ms["preprocess"] = pre_ms.into();
+            d
+        }
+        None => {
+            let px = image_to_pixels(&img, vqa.model.cfg.vision_config.image_size)?;
+            let pre_ms = t1.elapsed().as_secs_f64() * 1e3;
+            let mut d = decide(&vqa, &confidence, &px, &a.question, a.risk)?;
+            d.timings_ms["preprocess"] = pre_ms.into();
+            d
+        }
+    };
     d.timings_ms["load"] = load_ms.into();
-    d.timings_ms["preprocess"] = pre_ms.into();
     print_decision(a, &d)
+}
+
+/// A PNG or JPEG file, decoded; errors name the file.
+fn read_image(path: &std::path::Path) -> Result<image::RgbImage> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path.display().to_string(), e))?;
+    decode_image(&bytes).map_err(|e| Error::Image(format!("{}: {e}", path.display())))
+}
+
+/// The checkpoint's image processor when it splits images into tiles (`preprocessor_config.json`
+/// with `do_image_splitting`, as real SmolVLM / Idefics3 checkpoints ship). Without one the
+/// model sees one image resized to its input size: the shapes model's processor does exactly
+/// that for its square images (`do_image_splitting: false`), and the page does the same.
+fn tiling_processor(dir: &std::path::Path) -> Result<Option<ProcessorOptions>> {
+    let Some(bytes) = crate::package::read_model_file(dir, PREPROCESSOR_FILE)? else {
+        return Ok(None);
+    };
+    let text = String::from_utf8(bytes)
+        .map_err(|_| Error::Config(format!("{PREPROCESSOR_FILE} is not UTF-8")))?;
+    let opts = ProcessorOptions::from_preprocessor_json(&text)?;
+    Ok(opts.split.then_some(opts))
 }
 
 /// The architecture a plain checkpoint directory declares; `None` for a package directory (no
@@ -124,9 +163,7 @@ fn run_qwen2vl<B: Backend>(backend: B, a: &AskArgs) -> Result<()> {
     let confidence = load_confidence(&a.model.model, m.model.cfg.text.hidden_size)?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let t1 = Instant::now();
-    let bytes = std::fs::read(&a.image).map_err(|e| Error::io(a.image.display().to_string(), e))?;
-    let img =
-        decode_image(&bytes).map_err(|e| Error::Image(format!("{}: {e}", a.image.display())))?;
+    let img = read_image(&a.image)?;
     let inputs = m.inputs(&img, &a.question)?;
     let pre_ms = t1.elapsed().as_secs_f64() * 1e3;
     let t2 = Instant::now();

@@ -4,7 +4,7 @@
 use crate::backend::{Backend, HostTensor};
 use crate::error::{Error, Result};
 use crate::model::idefics3::Idefics3;
-use crate::model::prompt::{build_prompt, Prompt};
+use crate::model::prompt::{build_prompt_tiled, Prompt};
 use crate::model::tokenizer::VqaTokenizer;
 
 /// Detached hidden-state features of one answer (final-norm outputs of the text model).
@@ -203,11 +203,17 @@ impl<B: Backend> Vqa<B> {
 
     /// The prompt for `question`, refusing questions that leave no room for an answer.
     pub fn prompt(&self, question: &str) -> Result<Prompt> {
+        self.prompt_tiled((0, 0), question)
+    }
+
+    /// [`Vqa::prompt`] for an image split into a `(rows, cols)` tile grid plus its global image.
+    fn prompt_tiled(&self, grid: (usize, usize), question: &str) -> Result<Prompt> {
         let ctx = self.model.cfg.text_config.max_position_embeddings;
         let budget = ctx.saturating_sub(self.max_new_tokens + 1);
-        build_prompt(
+        build_prompt_tiled(
             &self.tokenizer,
             self.model.cfg.image_seq_len(),
+            grid,
             question,
             budget,
         )
@@ -217,6 +223,19 @@ impl<B: Backend> Vqa<B> {
     pub async fn answer(&self, pixels: &HostTensor, question: &str) -> Result<Generation> {
         let prompt = self.prompt(question)?;
         self.answer_prompt(pixels, &prompt).await
+    }
+
+    /// Answer `question` about an image the checkpoint's own processor prepared
+    /// ([`crate::model::idefics3::processor::preprocess`]): a real SmolVLM / Idefics3
+    /// checkpoint splits a large image into tiles plus a global image, and the prompt names
+    /// each tile (`<row_r_col_c>`), exactly as `Idefics3Processor` builds it.
+    pub async fn answer_processed(
+        &self,
+        image: &crate::model::idefics3::processor::ProcessedImage,
+        question: &str,
+    ) -> Result<Generation> {
+        let prompt = self.prompt_tiled((image.rows, image.cols), question)?;
+        self.answer_prompt(&image.pixels, &prompt).await
     }
 
     pub async fn answer_prompt(&self, pixels: &HostTensor, prompt: &Prompt) -> Result<Generation> {
