@@ -525,3 +525,59 @@ fn ask_uses_the_checkpoint_processor_tiles_and_answers_like_transformers() {
         Some(g.tokens.len())
     );
 }
+
+/// The fixture ships SmolVLM's chat template (`chat_template.json`); rendered for one image and
+/// the golden's question, it gives transformers' `input_ids` exactly, unsplit and tiled. A
+/// template that places no image, or two, is refused by name.
+#[test]
+fn chat_template_prompt_equals_the_processor_ids() {
+    use relvqa::model::chat::ChatTemplate;
+    use relvqa::model::prompt::build_prompt_templated;
+    use relvqa::model::tokenizer::VqaTokenizer;
+    let dir = fixture("idefics3-tiny");
+    let tok = VqaTokenizer::from_bytes(&fs::read(dir.join("tokenizer.json")).unwrap()).unwrap();
+    let t = ChatTemplate::from_checkpoint(
+        None,
+        Some(&fs::read(dir.join("chat_template.json")).unwrap()),
+    )
+    .unwrap()
+    .unwrap();
+    assert!(t.takes_images());
+    for (file, grid) in [
+        ("golden.safetensors", (0, 0)),
+        ("golden-tiled.safetensors", (2, 2)),
+    ] {
+        let bytes = fs::read(dir.join(file)).unwrap();
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let prompt = meta.metadata().as_ref().unwrap()["prompt"].clone();
+        let question = prompt
+            .strip_prefix("<|im_start|>User:<image>")
+            .and_then(|r| r.strip_suffix("<end_of_utterance>\nAssistant:"))
+            .unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let want: Vec<u32> = st
+            .tensor("input_ids")
+            .unwrap()
+            .data()
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
+            .collect();
+        let p = build_prompt_templated(&tok, &t, 4, grid, question, 256).unwrap();
+        assert_eq!(p.ids, want, "{file}");
+        assert_eq!(tok.decode(&p.ids[p.question.clone()]).unwrap(), question);
+    }
+    let text_only =
+        br#"{"chat_template": "{% for m in messages %}{{ m['content'] }}{% endfor %}"}"#;
+    let t = ChatTemplate::from_checkpoint(Some(text_only), None)
+        .unwrap()
+        .unwrap();
+    assert!(!t.takes_images());
+    let e = build_prompt_templated(&tok, &t, 4, (0, 0), "w59 ?", 256).unwrap_err();
+    assert!(e.to_string().contains("no `<image>`"), "{e}");
+    let two = br#"{"chat_template": "<image><image>{{ messages[0]['content'][1]['text'] }}"}"#;
+    let t = ChatTemplate::from_checkpoint(Some(two), None)
+        .unwrap()
+        .unwrap();
+    let e = build_prompt_templated(&tok, &t, 4, (0, 0), "w59 ?", 256).unwrap_err();
+    assert!(e.to_string().contains("more than one `<image>`"), "{e}");
+}

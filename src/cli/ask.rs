@@ -92,7 +92,10 @@ fn run_on<B: Backend>(backend: B, a: &AskArgs) -> Result<()> {
         ));
     }
     let t0 = Instant::now();
-    let vqa = a.model.load_on(backend)?;
+    let mut vqa = a.model.load_on(backend)?;
+    // The prompt comes from the checkpoint's chat template when it ships one that places an
+    // image (real SmolVLM's); otherwise SmolVLM's format, built in.
+    vqa.chat = super::text::chat_template(&a.model.model)?.filter(|t| t.takes_images());
     let confidence = load_confidence(&a.model.model, vqa.model.cfg.text_config.hidden_size)?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let t1 = Instant::now();

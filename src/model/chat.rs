@@ -159,6 +159,18 @@ impl ChatTemplate {
         .map_err(|e| Error::ChatTemplate(e.to_string()))
     }
 
+    /// Whether the template places an image: a user turn of an image and a text renders an
+    /// `<image>` marker. A text-only template (SmolLM2's, kept by a GGUF conversion) renders
+    /// a content list as text, so it cannot prompt a vision-language model.
+    pub fn takes_images(&self) -> bool {
+        let probe = serde_json::json!([{
+            "role": "user",
+            "content": [{"type": "image"}, {"type": "text", "text": "?"}],
+        }]);
+        self.render_json(&probe, true)
+            .is_ok_and(|t| t.matches("<image>").count() == 1)
+    }
+
     /// Like [`ChatTemplate::render`] for messages whose `content` is a list of parts
     /// (`{"type": "image"}`, `{"type": "text", "text": ..}`), as multimodal templates such as
     /// Qwen2-VL's read them.

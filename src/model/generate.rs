@@ -4,7 +4,7 @@
 use crate::backend::{Backend, HostTensor};
 use crate::error::{Error, Result};
 use crate::model::idefics3::Idefics3;
-use crate::model::prompt::{build_prompt_tiled, Prompt};
+use crate::model::prompt::{build_prompt_templated, build_prompt_tiled, Prompt};
 use crate::model::tokenizer::VqaTokenizer;
 
 /// Detached hidden-state features of one answer (final-norm outputs of the text model).
@@ -55,6 +55,9 @@ pub struct Vqa<B: Backend> {
     pub model: Idefics3<B>,
     pub tokenizer: VqaTokenizer,
     pub max_new_tokens: usize,
+    /// The checkpoint's chat template, when the prompt should come from it
+    /// ([`crate::model::prompt::build_prompt_templated`]); `None`: SmolVLM's format, built in.
+    pub chat: Option<crate::model::chat::ChatTemplate>,
 }
 
 /// Softmax of one logit row on the host: (argmax, its probability, entropy).
@@ -198,6 +201,7 @@ impl<B: Backend> Vqa<B> {
             model,
             tokenizer,
             max_new_tokens: 8,
+            chat: None,
         }
     }
 
@@ -210,13 +214,11 @@ impl<B: Backend> Vqa<B> {
     fn prompt_tiled(&self, grid: (usize, usize), question: &str) -> Result<Prompt> {
         let ctx = self.model.cfg.text_config.max_position_embeddings;
         let budget = ctx.saturating_sub(self.max_new_tokens + 1);
-        build_prompt_tiled(
-            &self.tokenizer,
-            self.model.cfg.image_seq_len(),
-            grid,
-            question,
-            budget,
-        )
+        let n = self.model.cfg.image_seq_len();
+        match &self.chat {
+            Some(t) => build_prompt_templated(&self.tokenizer, t, n, grid, question, budget),
+            None => build_prompt_tiled(&self.tokenizer, n, grid, question, budget),
+        }
     }
 
     /// Answer `question` about `pixels [1, 3, s, s]` (see [`crate::model::image::image_to_pixels`]).

@@ -15,6 +15,7 @@
 use std::ops::Range;
 
 use crate::error::{Error, Result};
+use crate::model::chat::ChatTemplate;
 use crate::model::tokenizer::VqaTokenizer;
 
 /// Longest question accepted, in bytes, before tokenizing (a cheap guard against huge inputs).
@@ -97,6 +98,22 @@ pub fn build_prompt_tiled(
     question: &str,
     max_len: usize,
 ) -> Result<Prompt> {
+    let q = checked_question(question)?;
+    let sp = tok.special;
+    let mut ids = vec![sp.im_start];
+    ids.extend(tok.encode("User:")?);
+    let (block, global) = image_block_ids(tok, image_seq_len, grid.0, grid.1)?;
+    let image = ids.len() + global.start..ids.len() + global.end;
+    ids.extend(block);
+    let question = push_question(tok, &mut ids, q)?;
+    ids.push(sp.end_of_utterance);
+    // The newline is a token in real (byte-level BPE) tokenizers; word-level ones drop it.
+    ids.extend(tok.encode("\nAssistant:")?);
+    finish(ids, question, image, max_len)
+}
+
+/// The trimmed question, refused when empty or too long.
+fn checked_question(question: &str) -> Result<&str> {
     let q = question.trim();
     if q.is_empty() {
         return Err(Error::Question(
@@ -109,12 +126,12 @@ pub fn build_prompt_tiled(
             q.len()
         )));
     }
-    let sp = tok.special;
-    let mut ids = vec![sp.im_start];
-    ids.extend(tok.encode("User:")?);
-    let (block, global) = image_block_ids(tok, image_seq_len, grid.0, grid.1)?;
-    let image = ids.len() + global.start..ids.len() + global.end;
-    ids.extend(block);
+    Ok(q)
+}
+
+/// Append the question's own tokens (encoded on their own, so a literal `<image>` typed in it
+/// stays text) and return where they are.
+fn push_question(tok: &VqaTokenizer, ids: &mut Vec<u32>, q: &str) -> Result<Range<usize>> {
     let qs = ids.len();
     let q_ids = tok.encode(q)?;
     if q_ids.is_empty() {
@@ -123,10 +140,59 @@ pub fn build_prompt_tiled(
         ));
     }
     ids.extend(q_ids);
-    let question = qs..ids.len();
-    ids.push(sp.end_of_utterance);
-    // The newline is a token in real (byte-level BPE) tokenizers; word-level ones drop it.
-    ids.extend(tok.encode("\nAssistant:")?);
+    Ok(qs..ids.len())
+}
+
+/// Build the prompt through the checkpoint's own chat template, as `Idefics3Processor` does:
+/// the template renders one user turn (an image, then the question) with the assistant's turn
+/// opened, and its `<image>` becomes the image block of [`image_block_ids`]. For SmolVLM's
+/// template this is exactly [`build_prompt_tiled`]'s prompt; another checkpoint's template
+/// (another role name, a system line) is followed as written.
+pub fn build_prompt_templated(
+    tok: &VqaTokenizer,
+    template: &ChatTemplate,
+    image_seq_len: usize,
+    grid: (usize, usize),
+    question: &str,
+    max_len: usize,
+) -> Result<Prompt> {
+    const IMAGE: &str = "<image>";
+    let q = checked_question(question)?;
+    let messages = serde_json::json!([{
+        "role": "user",
+        "content": [{"type": "image"}, {"type": "text", "text": q}],
+    }]);
+    let text = template.render_json(&messages, true)?;
+    let bad = |m: &str| Error::ChatTemplate(format!("{m}; the rendered prompt is {text:?}"));
+    let (before, rest) = text
+        .split_once(IMAGE)
+        .ok_or_else(|| bad("the chat template put no `<image>` in the prompt"))?;
+    let at = rest
+        .find(q)
+        .ok_or_else(|| bad("the chat template did not keep the question's text as it is"))?;
+    let (between, after) = (&rest[..at], &rest[at + q.len()..]);
+    if [before, between, after].iter().any(|t| t.contains(IMAGE)) {
+        return Err(bad(
+            "the chat template put more than one `<image>` in the prompt",
+        ));
+    }
+    let mut ids = tok.encode(before)?;
+    let (block, global) = image_block_ids(tok, image_seq_len, grid.0, grid.1)?;
+    let image = ids.len() + global.start..ids.len() + global.end;
+    ids.extend(block);
+    ids.extend(tok.encode(between)?);
+    let question = push_question(tok, &mut ids, q)?;
+    ids.extend(tok.encode(after)?);
+    finish(ids, question, image, max_len)
+}
+
+/// The prompt, refused when it leaves no room in the context.
+fn finish(
+    ids: Vec<u32>,
+    question: Range<usize>,
+    image: Range<usize>,
+    max_len: usize,
+) -> Result<Prompt> {
     if ids.len() > max_len {
         return Err(Error::Question(format!(
             "the prompt is {} tokens (question {} tokens) but the model's context leaves room for {max_len}; shorten the question",

@@ -147,10 +147,17 @@ def raw_image(gen: torch.Generator, width: int, height: int) -> Image.Image:
     return Image.fromarray(arr, "RGB")
 
 
+# SmolVLM's chat template, as its checkpoints ship it; written to OUT/chat_template.json so
+# `relvqa ask` builds the prompt from the checkpoint as the processor does.
+SMOLVLM_CHAT_TEMPLATE = "<|im_start|>{% for message in messages %}{{message['role'] | capitalize}}{% if message['content'][0]['type'] == 'image' %}{{':'}}{% else %}{{': '}}{% endif %}{% for line in message['content'] %}{% if line['type'] == 'text' %}{{line['text']}}{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}<end_of_utterance>\n{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
+
+
 def processor_inputs(processor, image: Image.Image, question: str, split: bool):
     """input_ids, pixel_values and pixel_attention_mask exactly as Idefics3Processor makes them
     for SmolVLM's chat format, one image, split into tiles plus a global image or not."""
-    text = f"<|im_start|>User:<image>{question}<end_of_utterance>\nAssistant:"
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+    text = processor.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert text == f"<|im_start|>User:<image>{question}<end_of_utterance>\nAssistant:", text
     enc = processor(
         text=[text],
         images=[[image]],
@@ -283,6 +290,10 @@ def main() -> int:
     vc = cfg.vision_config
     image_seq_len = (vc.image_size // vc.patch_size) ** 2 // cfg.scale_factor**2
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>")
+    fast.chat_template = SMOLVLM_CHAT_TEMPLATE
+    with open(os.path.join(args.out, "chat_template.json"), "w") as f:
+        json.dump({"chat_template": SMOLVLM_CHAT_TEMPLATE}, f, indent=2)
+        f.write("\n")
     # size: the longest edge the image is first resized to; max_image_size: the tile side,
     # which must be the vision tower's image_size (SmolVLM: 512 and 512 * 4 by default).
     image_processor = Idefics3ImageProcessorPil(
