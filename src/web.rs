@@ -177,6 +177,16 @@ impl Engine {
         }
     }
 
+    /// Prompt answers through the checkpoint's chat template when it places an image (as
+    /// `relvqa ask` does); a text-only template stays for `generate` alone.
+    pub(crate) fn set_chat(&mut self, t: Option<&ChatTemplate>) {
+        let t = t.filter(|t| t.takes_images()).cloned();
+        match self {
+            Engine::Cpu(v) => v.chat = t,
+            Engine::Gpu(g) => g.vqa.chat = t,
+        }
+    }
+
     fn from_built(built: Built) -> Engine {
         match built {
             Built::Cpu(v) => Engine::Cpu(v),
@@ -239,7 +249,7 @@ pub(crate) fn gpu_gave_out(e: &Error) -> bool {
 /// The engine in use and why it is the CPU when WebGPU was asked for. Replaced, never
 /// borrowed across an `await`, so a fallback in one answer cannot clash with another.
 pub(crate) struct State {
-    engine: Rc<Engine>,
+    pub(crate) engine: Rc<Engine>,
     pub(crate) fallback: Option<String>,
     /// Why WebGPU gave out during an answer or the warm-up; the model must be loaded again
     /// on the CPU (the worker does it).
@@ -362,13 +372,9 @@ impl RelVqa {
             ChatTemplate::from_checkpoint(tokenizer_config.as_deref(), chat_template.as_deref())
                 .map_err(js_err)?;
         let (_, built, fallback) = loader.build(&tokenizer).map_err(js_err)?;
-        let m = Self::finish(
-            Engine::from_built(built),
-            fallback,
-            selector,
-            calibration,
-            t,
-        )?;
+        let mut engine = Engine::from_built(built);
+        engine.set_chat(chat.as_ref());
+        let m = Self::finish(engine, fallback, selector, calibration, t)?;
         *m.inner.chat.borrow_mut() = chat;
         Ok(m)
     }

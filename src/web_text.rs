@@ -8,7 +8,9 @@
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
-use crate::error::Result;
+use std::rc::Rc;
+
+use crate::error::{Error, Result};
 use crate::model::chat::{user_prompt, ChatTemplate};
 use crate::model::text_gen::{TextGeneration, TextReport};
 use crate::web::{gpu_gave_out, js_err, performance_now, Engine, Inner, RelVqa};
@@ -64,8 +66,9 @@ impl Inner {
 #[wasm_bindgen]
 impl RelVqa {
     /// Use the chat template in these checkpoint files (`tokenizer_config.json`,
-    /// `chat_template.json`; either may be absent) for `generate`. Returns whether one was
-    /// found. Packages get theirs, checked against the manifest, in `loadPackage`.
+    /// `chat_template.json`; either may be absent) for `generate`, and for `ask` when it places
+    /// an image (real SmolVLM's). Returns whether one was found. Packages get theirs, checked
+    /// against the manifest, in `loadPackage`.
     #[wasm_bindgen(js_name = setChatTemplate)]
     pub fn set_chat_template(
         &self,
@@ -76,6 +79,16 @@ impl RelVqa {
             ChatTemplate::from_checkpoint(tokenizer_config.as_deref(), chat_template.as_deref())
                 .map_err(js_err)?;
         let found = t.is_some();
+        {
+            let mut state = self.inner.state.borrow_mut();
+            // The worker handles one message at a time, so no answer holds the engine now.
+            let engine = Rc::get_mut(&mut state.engine).ok_or_else(|| {
+                js_err(Error::Invalid(
+                    "the model is answering; set its chat template before asking".into(),
+                ))
+            })?;
+            engine.set_chat(t.as_ref());
+        }
         *self.inner.chat.borrow_mut() = t;
         Ok(found)
     }
