@@ -1,4 +1,5 @@
-//! `relvqa quantize`: a model directory in, a quantized package out.
+//! `relvqa quantize`: a model directory in (Idefics3 or Qwen2-VL, from `config.json`), a
+//! quantized package out.
 
 use std::path::{Path, PathBuf};
 
@@ -71,12 +72,9 @@ pub fn build_package(model: &Path, o: &QuantizeOptions, out: &Path) -> Result<Qu
     })?;
     pb.finish_and_clear();
     write_package(out, &q.config, &q.tokenizer, q.tensors, MAX_SHARD_BYTES)?;
-    // The chat template and a conversion's provenance travel with the weights.
-    for name in [
-        crate::model::chat::TOKENIZER_CONFIG_FILE,
-        crate::model::chat::CHAT_TEMPLATE_FILE,
-        crate::convert::CONVERSION_FILE,
-    ] {
+    // The chat template, a conversion's provenance and (Qwen2-VL) the processor settings
+    // travel with the weights.
+    for &name in q.model_files {
         if let Some(bytes) = crate::package::read_model_file(model, name)? {
             crate::package::write_model_file(out, name, &bytes)?;
         }
