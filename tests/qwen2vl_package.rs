@@ -239,8 +239,7 @@ fn mbq_on_qwen2vl_is_a_clear_error() {
 
     let pkg = hqq4_package();
     let e = relvqa::model::loader::load_path(CpuBackend::new(), &pkg.path().join("pkg"))
-        .err()
-        .expect("idefics3 loader refuses a qwen2_vl package");
+        .expect_err("idefics3 loader refuses a qwen2_vl package");
     assert!(matches!(e, Error::Config(_)), "{e:?}");
     assert!(e.to_string().contains("qwen2_vl"), "{e}");
 }
