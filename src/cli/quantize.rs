@@ -21,7 +21,8 @@ pub const REPORT_FILE: &str = "quantize_report.json";
 pub struct QuantizeArgs {
     #[command(flatten)]
     model: ModelArg,
-    /// rtn (round-to-nearest), hqq (data-free) or mbq (data-aware, modality-balanced).
+    /// rtn (round-to-nearest), hqq (data-free) or mbq (data-aware, modality-balanced; Idefics3
+    /// only for now: a Qwen2-VL model is refused with a clear error).
     #[arg(long)]
     method: String,
     /// 8, 4, 3 or 2.
@@ -33,7 +34,7 @@ pub struct QuantizeArgs {
     /// MBQ calibration samples, drawn from the train split.
     #[arg(long, default_value_t = 128)]
     calib: usize,
-    /// Also quantize the vision tower's linears.
+    /// Also quantize the vision tower's linears (Idefics3).
     #[arg(long)]
     vision: bool,
     /// Output package directory.
