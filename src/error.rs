@@ -87,6 +87,15 @@ pub enum Error {
     #[error("golden file `{file}`: {msg}")]
     Golden { file: String, msg: String },
 
+    /// A valid request this build cannot do for this architecture yet (MBQ on Qwen2-VL); the
+    /// message says what is supported instead.
+    #[error("{what} is not supported for {arch} models yet; {instead}")]
+    Unsupported {
+        what: String,
+        arch: &'static str,
+        instead: String,
+    },
+
     /// Invalid argument to a public API (bad split name, bad option value).
     #[error("{0}")]
     Invalid(String),

@@ -5,7 +5,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use common::qwen2vl::{ask_fixture_json, fixture, hqq, max_diff, model, prompt_logits};
+
+use std::path::Path;
 use std::process::Command;
 
 use relvqa::backend::cpu::CpuBackend;
@@ -13,18 +15,10 @@ use relvqa::backend::Backend;
 use relvqa::model::arch::Architecture;
 use relvqa::model::golden::DEFAULT_TOLERANCE;
 use relvqa::model::qwen2vl::golden::{check_reference, QwenGolden};
-use relvqa::model::qwen2vl::loader::{load_dir, load_from_bytes, Qwen2VlModel};
+use relvqa::model::qwen2vl::loader::{load_from_bytes, Qwen2VlModel};
 use relvqa::model::qwen2vl::processor::{preprocess, smart_resize};
 use relvqa::model::qwen2vl::Qwen2VlConfig;
 use relvqa::Error;
-
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden/qwen2vl-tiny")
-}
-
-fn model() -> Qwen2VlModel<CpuBackend> {
-    load_dir(CpuBackend::new(), &fixture()).expect("load the qwen2vl fixture")
-}
 
 fn golden(m: &Qwen2VlModel<CpuBackend>) -> QwenGolden {
     let path = fixture().join("golden.safetensors");
@@ -374,43 +368,6 @@ fn pillow_resize_matches_bit_for_bit() {
     }
 }
 
-/// The prompt's logits for the fixture's own question and image, on `m`'s backend.
-fn prompt_logits<B: Backend>(m: &Qwen2VlModel<B>) -> Vec<f32> {
-    let img = relvqa::model::image::decode_image(
-        &std::fs::read(fixture().join("image.png")).expect("image"),
-    )
-    .expect("decode");
-    let inputs = m.inputs(&img, "what is in the image?").expect("inputs");
-    let b = &m.backend;
-    let px = b.upload(&inputs.pixels).expect("upload");
-    let h = m
-        .model
-        .forward_prompt(b, &inputs.ids, Some(&px), &inputs.grids, None)
-        .expect("forward");
-    let l = m.model.logits(b, &h).expect("logits");
-    pollster::block_on(b.read_f32(&l)).expect("read").data
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
-fn hqq(
-    bits: u32,
-) -> Option<(
-    relvqa::quant::spec::QuantSpec,
-    relvqa::quant::hqq::HqqOptions,
-)> {
-    Some((
-        relvqa::quant::spec::QuantSpec::new(bits, 32).expect("spec"),
-        relvqa::quant::hqq::HqqOptions::default(),
-    ))
-}
-
 /// HQQ on Qwen2-VL's language model through the same definition: the logits move away from
 /// the float model's as the bit width falls, and 8 bits stay close. Only the language model's
 /// 7 linears per layer are selected.
@@ -489,30 +446,7 @@ fn hqq_on_the_gpu_agrees_with_the_cpu() {
 /// load-time HQQ.
 #[test]
 fn cli_ask_answers_with_a_qwen2vl_checkpoint() {
-    let dir = fixture();
     for extra in [&[][..], &["--hqq-bits", "4", "--hqq-group", "32"][..]] {
-        let out = Command::new(env!("CARGO_BIN_EXE_relvqa"))
-            .args(["ask", "--json", "--max-new-tokens", "4", "--model"])
-            .arg(&dir)
-            .arg("--image")
-            .arg(dir.join("image.png"))
-            .args(["--question", "what is in the image?"])
-            .args(extra)
-            .output()
-            .expect("run relvqa");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON object");
-        assert!(v["answer"].as_str().is_some_and(|a| !a.is_empty()), "{v}");
-        assert_eq!(v["confidence_source"], "maxprob");
-        assert_eq!(v["abstain"], false);
-        assert!(v["threshold"].is_null());
-        let c = v["confidence"].as_f64().expect("confidence");
-        assert!((0.0..=1.0).contains(&c));
-        assert!(v["timings_ms"]["generate"].as_f64().is_some());
+        ask_fixture_json(&fixture(), extra);
     }
 }

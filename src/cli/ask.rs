@@ -36,7 +36,7 @@ pub struct AskArgs {
     #[arg(long)]
     json: bool,
     /// Quantize the language model with HQQ to this many bits as it loads (2, 3, 4 or 8;
-    /// Qwen2-VL checkpoints; for Idefics3 use a package from `relvqa quantize`).
+    /// Qwen2-VL checkpoints; otherwise use a package from `relvqa quantize`).
     #[arg(long)]
     hqq_bits: Option<u32>,
     /// HQQ group size (must divide every quantized linear's input dimension).
@@ -81,7 +81,7 @@ pub fn run(a: AskArgs) -> Result<()> {
 }
 
 fn run_on<B: Backend>(backend: B, a: &AskArgs) -> Result<()> {
-    if let Some(Architecture::Qwen2Vl) = architecture_of(&a.model.model) {
+    if let Ok(Architecture::Qwen2Vl) = crate::model::loader::architecture_of(&a.model.model) {
         return run_qwen2vl(backend, a);
     }
     if a.hqq_bits.is_some() {
@@ -145,14 +145,8 @@ fn tiling_processor(dir: &std::path::Path) -> Result<Option<ProcessorOptions>> {
     Ok(opts.split.then_some(opts))
 }
 
-/// The architecture a plain checkpoint directory declares; `None` for a package directory (no
-/// `config.json`; packages are Idefics3) or an unreadable one (the loader says why).
-fn architecture_of(dir: &std::path::Path) -> Option<Architecture> {
-    let text = std::fs::read_to_string(dir.join(crate::model::loader::CONFIG_FILE)).ok()?;
-    Architecture::from_config_json(&text).ok()
-}
-
-/// A Qwen2-VL checkpoint: its own processor and chat template, the same decision rule.
+/// A Qwen2-VL checkpoint or package: its own processor and chat template, the same decision
+/// rule. (An unreadable directory falls through to the Idefics3 loader, which says why.)
 fn run_qwen2vl<B: Backend>(backend: B, a: &AskArgs) -> Result<()> {
     let t0 = Instant::now();
     let hqq = match a.hqq_bits {
@@ -162,7 +156,7 @@ fn run_qwen2vl<B: Backend>(backend: B, a: &AskArgs) -> Result<()> {
         )),
         None => None,
     };
-    let m = crate::model::qwen2vl::loader::load_dir_with(backend, &a.model.model, hqq)?;
+    let m = crate::model::qwen2vl::loader::load_path(backend, &a.model.model, hqq)?;
     let confidence = load_confidence(&a.model.model, m.model.cfg.text.hidden_size)?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let t1 = Instant::now();

@@ -15,8 +15,8 @@ use crate::model::qwen2vl::loader::Qwen2VlModel;
 #[derive(clap::Args, Debug)]
 pub struct CheckReferenceArgs {
     /// Model directory (config.json, tokenizer.json, model.safetensors), e.g. a fixture
-    /// written by tools/golden/make_idefics3.py or make_qwen2vl.py; the architecture is read
-    /// from config.json's `model_type`.
+    /// written by tools/golden/make_idefics3.py or make_qwen2vl.py, or a Qwen2-VL package; the
+    /// architecture is read from config.json's `model_type` (a package's manifest carries it).
     #[arg(long)]
     model: PathBuf,
     /// golden.safetensors: input_ids, pixel_values, logits, generated, and
@@ -46,10 +46,7 @@ pub fn run(a: CheckReferenceArgs) -> Result<()> {
 }
 
 fn run_on<B: Backend>(backend: B, a: &CheckReferenceArgs) -> Result<()> {
-    let cfg_path = a.model.join(crate::model::loader::CONFIG_FILE);
-    let cfg_text = std::fs::read_to_string(&cfg_path)
-        .map_err(|e| Error::io(cfg_path.display().to_string(), e))?;
-    match Architecture::from_config_json(&cfg_text)? {
+    match crate::model::loader::architecture_of(&a.model)? {
         Architecture::Idefics3 => run_idefics3(backend, a),
         Architecture::Qwen2Vl => run_qwen2vl(backend, a),
     }
@@ -211,7 +208,9 @@ fn rebuild_inputs<B: Backend>(
 }
 
 fn run_qwen2vl<B: Backend>(backend: B, a: &CheckReferenceArgs) -> Result<()> {
-    let m = crate::model::qwen2vl::loader::load_dir(backend, &a.model)?;
+    // A Qwen2-VL package too: its quantized logits against the float reference (pass a
+    // --tolerance that fits the bit width).
+    let m = crate::model::qwen2vl::loader::load_path(backend, &a.model, None)?;
     let file = a.golden.display().to_string();
     let bytes = std::fs::read(&a.golden).map_err(|e| Error::io(file.clone(), e))?;
     let mut golden = QwenGolden::from_bytes(&file, &bytes, &m)?;

@@ -1,4 +1,5 @@
-//! `relvqa quantize`: a model directory in, a quantized package out.
+//! `relvqa quantize`: a model directory in (Idefics3 or Qwen2-VL, from `config.json`), a
+//! quantized package out.
 
 use std::path::{Path, PathBuf};
 
@@ -20,7 +21,8 @@ pub const REPORT_FILE: &str = "quantize_report.json";
 pub struct QuantizeArgs {
     #[command(flatten)]
     model: ModelArg,
-    /// rtn (round-to-nearest), hqq (data-free) or mbq (data-aware, modality-balanced).
+    /// rtn (round-to-nearest), hqq (data-free) or mbq (data-aware, modality-balanced; Idefics3
+    /// only for now: a Qwen2-VL model is refused with a clear error).
     #[arg(long)]
     method: String,
     /// 8, 4, 3 or 2.
@@ -32,7 +34,7 @@ pub struct QuantizeArgs {
     /// MBQ calibration samples, drawn from the train split.
     #[arg(long, default_value_t = 128)]
     calib: usize,
-    /// Also quantize the vision tower's linears.
+    /// Also quantize the vision tower's linears (Idefics3).
     #[arg(long)]
     vision: bool,
     /// Output package directory.
@@ -71,12 +73,9 @@ pub fn build_package(model: &Path, o: &QuantizeOptions, out: &Path) -> Result<Qu
     })?;
     pb.finish_and_clear();
     write_package(out, &q.config, &q.tokenizer, q.tensors, MAX_SHARD_BYTES)?;
-    // The chat template and a conversion's provenance travel with the weights.
-    for name in [
-        crate::model::chat::TOKENIZER_CONFIG_FILE,
-        crate::model::chat::CHAT_TEMPLATE_FILE,
-        crate::convert::CONVERSION_FILE,
-    ] {
+    // The chat template, a conversion's provenance and (Qwen2-VL) the processor settings
+    // travel with the weights.
+    for &name in q.model_files {
         if let Some(bytes) = crate::package::read_model_file(model, name)? {
             crate::package::write_model_file(out, name, &bytes)?;
         }

@@ -6,6 +6,8 @@ use std::collections::BTreeSet;
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
+use crate::model::arch::Architecture;
+use crate::model::definition::ModelDefinition;
 use crate::model::generate::Vqa;
 use crate::model::idefics3::{Idefics3, Idefics3Config};
 use crate::model::params::SafetensorsParams;
@@ -50,15 +52,51 @@ fn check_tokenizer(cfg: &Idefics3Config, tokenizer: &[u8]) -> Result<VqaTokenize
     Ok(tok)
 }
 
-/// A [`WeightSink`] for the package `manifest` describes: tensors pushed into it go to
-/// `backend` at once, checked against what the model asks for.
+/// A [`WeightSink`] for the Idefics3 package `manifest` describes: tensors pushed into it go
+/// to `backend` at once, checked against what the model asks for.
 pub fn package_sink<B: Backend>(
     backend: B,
     manifest: &crate::package::Manifest,
 ) -> Result<WeightSink<B>> {
-    let cfg = Idefics3Config::from_json(&manifest.config.to_string())?;
+    package_sink_for(backend, manifest)
+}
+
+/// [`package_sink`] for the architecture `M`; a package of another architecture is one
+/// [`Error::Config`] naming both (its manifest carries the checkpoint's `config.json`).
+pub fn package_sink_for<B: Backend, M: ModelDefinition>(
+    backend: B,
+    manifest: &crate::package::Manifest,
+) -> Result<WeightSink<B, M>> {
+    let text = manifest.config.to_string();
+    let arch = Architecture::from_config_json(&text)?;
+    if arch != M::ARCHITECTURE {
+        return Err(Error::Config(format!(
+            "the package holds a `{}` model, but this loads `{}` models only{}",
+            arch.name(),
+            M::ARCHITECTURE.name(),
+            if arch == Architecture::Qwen2Vl {
+                " (Qwen2-VL packages run with `relvqa ask` and `relvqa check-reference`)"
+            } else {
+                ""
+            }
+        )));
+    }
+    let cfg = M::from_config_json(&text)?;
     let names: BTreeSet<&str> = manifest.tensors.iter().map(|t| t.name.as_str()).collect();
     WeightSink::for_model(backend, &cfg, &|n| names.contains(n))
+}
+
+/// The architecture of a model directory or a package directory: `config.json`'s
+/// `model_type`, or the one the package's manifest carries.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn architecture_of(path: &std::path::Path) -> Result<Architecture> {
+    if crate::package::is_package_dir(path) {
+        let (manifest, _) = crate::package::open_package_dir(path)?;
+        return Architecture::from_config_json(&manifest.config.to_string());
+    }
+    let p = path.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&p).map_err(|e| Error::io(p.display().to_string(), e))?;
+    Architecture::from_config_json(&text)
 }
 
 /// The model from a sink every tensor went into, with the tokenizer's bytes.

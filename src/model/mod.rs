@@ -3,6 +3,7 @@
 pub mod arch;
 pub mod chat;
 pub mod decoder;
+pub mod definition;
 pub mod generate;
 pub mod golden;
 pub mod idefics3;

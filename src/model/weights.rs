@@ -7,8 +7,10 @@
 //! wgpu ([`Backend::upload_half_weight`]), an embedding table or a norm is f32. So the model
 //! definition is asked first, without any weights, what it will request ([`ParamPlan`]), and
 //! the model is built at the end from the uploaded weights through the same [`Params`]
-//! interface as every other source ([`UploadedParams`]). There is one model definition and
-//! one loading path: `Idefics3::load`.
+//! interface as every other source ([`UploadedParams`]). There is one model definition per
+//! architecture and one loading path for all of them: both are generic over
+//! [`ModelDefinition`] (`Idefics3::load`, `Qwen2Vl::load`), and default to Idefics3, which the
+//! web page runs.
 
 use std::collections::BTreeMap;
 
@@ -17,8 +19,9 @@ use candle_core::{DType, Device, Tensor};
 use crate::backend::cpu::CpuBackend;
 use crate::backend::{Backend, HostTensor};
 use crate::error::{Error, Result};
+use crate::model::definition::ModelDefinition;
 use crate::model::generate::Vqa;
-use crate::model::idefics3::{Idefics3, Idefics3Config};
+use crate::model::idefics3::Idefics3Config;
 use crate::model::linear::Weight;
 use crate::model::params::{Init, Params};
 use crate::model::tokenizer::VqaTokenizer;
@@ -33,8 +36,8 @@ pub struct PlannedParam {
     pub linear: bool,
 }
 
-/// Every parameter the model definition asks for, by name: what `Idefics3::load` requests
-/// of its [`Params`], recorded by running it against shapes only.
+/// Every parameter the model definition asks for, by name: what its `load` requests of its
+/// [`Params`], recorded by running it against shapes only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParamPlan {
     params: BTreeMap<String, PlannedParam>,
@@ -90,14 +93,19 @@ impl Params<CpuBackend> for PlanParams<'_> {
 impl ParamPlan {
     /// What the model of `cfg` asks for when its source holds the tensors `present` says it
     /// holds (an untied `lm_head` is optional).
-    pub fn for_model(cfg: &Idefics3Config, present: &dyn Fn(&str) -> bool) -> Result<Self> {
+    pub fn for_model<M: ModelDefinition>(cfg: &M, present: &dyn Fn(&str) -> bool) -> Result<Self> {
         let mut p = PlanParams {
             backend: CpuBackend::new(),
             present,
             seen: BTreeMap::new(),
         };
-        Idefics3::load(&mut p, cfg)?;
+        cfg.load::<CpuBackend>(&mut p)?;
         Ok(Self { params: p.seen })
+    }
+
+    /// Every planned parameter, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &PlannedParam)> {
+        self.params.iter().map(|(n, p)| (n.as_str(), p))
     }
 
     pub fn get(&self, name: &str) -> Option<&PlannedParam> {
@@ -122,9 +130,9 @@ enum Uploaded<B: Backend> {
 /// Receives verified tensors one at a time and puts each on the backend at once, checked
 /// against the plan (a tensor the model never asks for, or of another shape, is refused
 /// before it is uploaded). Nothing of a tensor stays on the host once it was accepted.
-pub struct WeightSink<B: Backend> {
+pub struct WeightSink<B: Backend, M: ModelDefinition = Idefics3Config> {
     backend: B,
-    cfg: Idefics3Config,
+    cfg: M,
     plan: ParamPlan,
     uploaded: BTreeMap<String, Uploaded<B>>,
     /// Bytes the accepted tensors had on the host (their package encoding), for progress.
@@ -153,13 +161,9 @@ fn data_bytes(d: &TensorData) -> u64 {
     }
 }
 
-impl<B: Backend> WeightSink<B> {
+impl<B: Backend, M: ModelDefinition> WeightSink<B, M> {
     /// A sink for the model of `cfg` whose source holds the tensors `present` says it holds.
-    pub fn for_model(
-        backend: B,
-        cfg: &Idefics3Config,
-        present: &dyn Fn(&str) -> bool,
-    ) -> Result<Self> {
+    pub fn for_model(backend: B, cfg: &M, present: &dyn Fn(&str) -> bool) -> Result<Self> {
         Ok(Self {
             backend,
             plan: ParamPlan::for_model(cfg, present)?,
@@ -169,7 +173,7 @@ impl<B: Backend> WeightSink<B> {
         })
     }
 
-    pub fn config(&self) -> &Idefics3Config {
+    pub fn config(&self) -> &M {
         &self.cfg
     }
 
@@ -237,15 +241,24 @@ impl<B: Backend> WeightSink<B> {
         Ok(())
     }
 
-    /// The model, from the uploaded weights: `Idefics3::load` asks for each by name, exactly
-    /// as it asks a checkpoint. Every planned tensor must have arrived.
-    pub fn assemble(self, tok: VqaTokenizer) -> Result<Vqa<B>> {
+    /// The model, from the uploaded weights: its definition asks for each by name, exactly
+    /// as it asks a checkpoint. Every planned tensor must have arrived (the first missing one
+    /// is named). Also returns the backend.
+    pub fn assemble_model(self) -> Result<(B, M::Model<B>)> {
         let mut params = UploadedParams {
             backend: self.backend.clone(),
             uploaded: self.uploaded,
         };
-        let model = Idefics3::load(&mut params, &self.cfg)?;
-        Ok(Vqa::new(self.backend, model, tok))
+        let model = self.cfg.load::<B>(&mut params)?;
+        Ok((self.backend, model))
+    }
+}
+
+impl<B: Backend> WeightSink<B, Idefics3Config> {
+    /// [`WeightSink::assemble_model`] ready to answer with `tok`.
+    pub fn assemble(self, tok: VqaTokenizer) -> Result<Vqa<B>> {
+        let (backend, model) = self.assemble_model()?;
+        Ok(Vqa::new(backend, model, tok))
     }
 }
 

@@ -15,3 +15,5 @@ pub use spec::{Method, QuantSpec};
 pub mod mbq;
 #[cfg(all(feature = "cli", not(target_arch = "wasm32")))]
 pub mod pipeline;
+#[cfg(all(feature = "cli", not(target_arch = "wasm32")))]
+pub mod pipeline_qwen2vl;

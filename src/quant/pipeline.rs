@@ -1,5 +1,7 @@
 //! From a model directory to the tensors of a quantized package: which linears are quantized,
-//! by which method, and how far each moved.
+//! by which method, and how far each moved. The architecture is read from `config.json`;
+//! Qwen2-VL checkpoints go through [`super::pipeline_qwen2vl`], which shares the quantizer
+//! calls, the error measure and the package assembly below.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -13,6 +15,7 @@ use super::rtn;
 use super::spec::{Method, QuantSpec};
 use crate::backend::HostTensor;
 use crate::error::{Error, Result};
+use crate::model::arch::Architecture;
 use crate::model::idefics3::Idefics3Config;
 use crate::model::loader::{CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
 use crate::model::tokenizer::VqaTokenizer;
@@ -48,8 +51,10 @@ pub struct QuantizeReport {
     pub bits: u32,
     pub group: usize,
     pub total_bytes: usize,
+    /// What the same tensors would take all in f16.
     pub f16_total_bytes: usize,
-    /// Every `model.text_model.*` tensor (embeddings and norms included).
+    /// Every tensor of the language model (embeddings and norms included; not lm_head):
+    /// `model.text_model.*` for Idefics3, `model.*` outside `model.visual.*` for Qwen2-VL.
     pub lm_bytes: usize,
     pub lm_f16_bytes: usize,
     /// Packed linears only, scales and zeros included.
@@ -68,23 +73,26 @@ pub struct Quantized {
     pub tokenizer: Vec<u8>,
     pub tensors: Vec<(String, PackageTensor)>,
     pub report: QuantizeReport,
+    /// Files of the model directory that travel with the weights when present (the chat
+    /// template, a conversion's provenance, the image processor's settings where the
+    /// architecture's loader reads them).
+    pub model_files: &'static [&'static str],
 }
+
+/// What an Idefics3 package carries besides weights and tokenizer.
+const IDEFICS3_FILES: &[&str] = &[
+    crate::model::chat::TOKENIZER_CONFIG_FILE,
+    crate::model::chat::CHAT_TEMPLATE_FILE,
+    crate::convert::CONVERSION_FILE,
+];
 
 pub use super::load_time::quantized_linears;
-
-fn read(dir: &Path, name: &str) -> Result<Vec<u8>> {
-    let p = dir.join(name);
-    std::fs::read(&p).map_err(|e| Error::Model {
-        path: p.display().to_string(),
-        msg: format!("cannot read {name}: {e}"),
-    })
-}
 
 fn host_weights(bytes: &[u8], file: &str) -> Result<HostWeights> {
     super::load_time::host_weights(bytes, file)
 }
 
-fn dims2(name: &str, t: &HostTensor) -> Result<(usize, usize)> {
+pub(super) fn dims2(name: &str, t: &HostTensor) -> Result<(usize, usize)> {
     match t.shape.as_slice() {
         [r, c] => Ok((*r, *c)),
         other => Err(Error::TensorShape {
@@ -99,21 +107,34 @@ fn dims2(name: &str, t: &HostTensor) -> Result<(usize, usize)> {
 pub fn quantize_dir(
     dir: &Path,
     o: &QuantizeOptions,
-    mut progress: impl FnMut(&str, usize, usize),
+    progress: impl FnMut(&str, usize, usize),
 ) -> Result<Quantized> {
     o.spec.validate()?;
     let config_bytes = read(dir, CONFIG_FILE)?;
-    let tokenizer = read(dir, TOKENIZER_FILE)?;
-    let weights_bytes = read(dir, WEIGHTS_FILE)?;
     let text = std::str::from_utf8(&config_bytes)
         .map_err(|_| Error::Config("config.json is not UTF-8".into()))?;
+    match Architecture::from_config_json(text)? {
+        Architecture::Idefics3 => quantize_idefics3(dir, o, &config_bytes, progress),
+        Architecture::Qwen2Vl => super::pipeline_qwen2vl::quantize(dir, o, &config_bytes, progress),
+    }
+}
+
+fn quantize_idefics3(
+    dir: &Path,
+    o: &QuantizeOptions,
+    config_bytes: &[u8],
+    mut progress: impl FnMut(&str, usize, usize),
+) -> Result<Quantized> {
+    let tokenizer = read(dir, TOKENIZER_FILE)?;
+    let weights_bytes = read(dir, WEIGHTS_FILE)?;
+    let text = std::str::from_utf8(config_bytes)
+        .map_err(|_| Error::Config("config.json is not UTF-8".into()))?;
     let cfg = Idefics3Config::from_json(text)?;
-    let config: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+    let config = config_value(text)?;
     // Loading the model first checks every tensor's name, shape and dtype against the config.
     crate::model::loader::load_from_bytes(
         crate::backend::cpu::CpuBackend::new(),
-        &config_bytes,
+        config_bytes,
         &tokenizer,
         &weights_bytes,
     )?;
@@ -143,72 +164,140 @@ pub fn quantize_dir(
         let name = format!("{t}.weight");
         let wt = mbq::get(&w, &name)?;
         let (rows, cols) = dims2(&name, wt)?;
-        let p = match o.method {
-            Method::Rtn | Method::Mbq => {
-                let mut p = rtn::quantize(&name, &wt.data, rows, cols, o.spec)?;
-                p.method = o.method;
-                p
-            }
-            Method::Hqq => hqq::quantize(&name, &wt.data, rows, cols, o.spec, &o.hqq)?,
-        };
+        let p = quantize_linear(&name, &wt.data, rows, cols, o)?;
         layers.push(layer_error(&name, &original, &w, &p)?);
         packed.insert(name, p);
         progress("quantize", i + 1, targets.len());
     }
-    let mut tensors = Vec::new();
-    let (mut total, mut f16_total, mut lm, mut lm_f16) = (0usize, 0usize, 0usize, 0usize);
-    let (mut packed_bytes, mut packed_weights) = (0usize, 0usize);
-    for (name, t) in &w {
-        let name = name.clone();
-        let f16_bytes = t.data.len() * 2;
-        let (bytes, pt) = match packed.remove(&name) {
-            Some(p) => {
-                packed_bytes += p.nbytes();
-                packed_weights += p.rows * p.cols;
-                (p.nbytes(), PackageTensor::Packed(p))
-            }
-            None => (
-                f16_bytes,
-                PackageTensor::Float {
-                    shape: t.shape.clone(),
-                    data: t.data.iter().map(|&v| f16::from_f32(v)).collect(),
-                },
-            ),
-        };
-        total += bytes;
-        f16_total += f16_bytes;
-        if name.starts_with("model.text_model.") {
-            lm += bytes;
-            lm_f16 += f16_bytes;
-        }
-        tensors.push((name, pt));
-    }
+    let (tensors, bytes) = package_tensors(
+        &w,
+        packed,
+        |_, t| PackageTensor::Float {
+            shape: t.shape.clone(),
+            data: t.data.iter().map(|&v| f16::from_f32(v)).collect(),
+        },
+        |name| name.starts_with("model.text_model."),
+    );
     Ok(Quantized {
         scaled: w,
         config,
         tokenizer,
         tensors,
-        report: QuantizeReport {
+        report: QuantizeReport::new(o, bytes, layers, scales, ra, rm),
+        model_files: IDEFICS3_FILES,
+    })
+}
+
+pub(super) fn config_value(text: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(text).map_err(|e| Error::Config(e.to_string()))
+}
+
+pub(super) fn read(dir: &Path, name: &str) -> Result<Vec<u8>> {
+    let p = dir.join(name);
+    std::fs::read(&p).map_err(|e| Error::Model {
+        path: p.display().to_string(),
+        msg: format!("cannot read {name}: {e}"),
+    })
+}
+
+/// One linear's weight packed by `o.method`: HQQ's solver, or round-to-nearest (MBQ rounds
+/// its scaled weight with RTN too and is recorded as MBQ).
+pub(super) fn quantize_linear(
+    name: &str,
+    data: &[f32],
+    rows: usize,
+    cols: usize,
+    o: &QuantizeOptions,
+) -> Result<PackedTensor> {
+    match o.method {
+        Method::Rtn | Method::Mbq => {
+            let mut p = rtn::quantize(name, data, rows, cols, o.spec)?;
+            p.method = o.method;
+            Ok(p)
+        }
+        Method::Hqq => hqq::quantize(name, data, rows, cols, o.spec, &o.hqq),
+    }
+}
+
+/// Byte counts of a package's tensors, for the report.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct ByteTotals {
+    total: usize,
+    f16_total: usize,
+    lm: usize,
+    lm_f16: usize,
+    packed: usize,
+    packed_weights: usize,
+}
+
+/// The package's tensors in name order: each packed one from `packed`, every other as `float`
+/// encodes it; `in_lm` says which count as the language model's in the report.
+pub(super) fn package_tensors(
+    w: &HostWeights,
+    mut packed: BTreeMap<String, PackedTensor>,
+    float: impl Fn(&str, &HostTensor) -> PackageTensor,
+    in_lm: impl Fn(&str) -> bool,
+) -> (Vec<(String, PackageTensor)>, ByteTotals) {
+    let mut tensors = Vec::new();
+    let mut b = ByteTotals::default();
+    for (name, t) in w {
+        let f16_bytes = t.data.len() * 2;
+        let (bytes, pt) = match packed.remove(name) {
+            Some(p) => {
+                b.packed += p.nbytes();
+                b.packed_weights += p.rows * p.cols;
+                (p.nbytes(), PackageTensor::Packed(p))
+            }
+            None => {
+                let pt = float(name, t);
+                let bytes = match &pt {
+                    PackageTensor::Float32 { data, .. } => 4 * data.len(),
+                    _ => f16_bytes,
+                };
+                (bytes, pt)
+            }
+        };
+        b.total += bytes;
+        b.f16_total += f16_bytes;
+        if in_lm(name) {
+            b.lm += bytes;
+            b.lm_f16 += f16_bytes;
+        }
+        tensors.push((name.clone(), pt));
+    }
+    (tensors, b)
+}
+
+impl QuantizeReport {
+    pub(super) fn new(
+        o: &QuantizeOptions,
+        b: ByteTotals,
+        layers: Vec<LayerError>,
+        mbq_scales: Vec<ScaleChoice>,
+        mbq_ratio_attn: Vec<f32>,
+        mbq_ratio_mlp: Vec<f32>,
+    ) -> Self {
+        Self {
             method: o.method,
             bits: o.spec.bits,
             group: o.spec.group,
-            total_bytes: total,
-            f16_total_bytes: f16_total,
-            lm_bytes: lm,
-            lm_f16_bytes: lm_f16,
-            bits_per_weight: packed_bytes as f64 * 8.0 / packed_weights.max(1) as f64,
+            total_bytes: b.total,
+            f16_total_bytes: b.f16_total,
+            lm_bytes: b.lm,
+            lm_f16_bytes: b.lm_f16,
+            bits_per_weight: b.packed as f64 * 8.0 / b.packed_weights.max(1) as f64,
             layers,
-            mbq_scales: scales,
-            mbq_ratio_attn: ra,
-            mbq_ratio_mlp: rm,
-        },
-    })
+            mbq_scales,
+            mbq_ratio_attn,
+            mbq_ratio_mlp,
+        }
+    }
 }
 
 /// Error of the packed weight against the original. For MBQ the packed tensor holds `W·diag(s)`
 /// and the folded previous op holds `1/s`; the effective weight is recovered by dividing the
 /// dequantized columns by `s = scaled / original` (exact up to float rounding).
-fn layer_error(
+pub(super) fn layer_error(
     name: &str,
     original: &HostWeights,
     scaled: &HostWeights,

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod gpu;
+pub mod qwen2vl;
 
 use std::path::{Path, PathBuf};
 

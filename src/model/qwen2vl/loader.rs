@@ -15,6 +15,8 @@ use crate::model::loader::WEIGHTS_FILE;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::model::loader::{CONFIG_FILE, TOKENIZER_FILE};
 use crate::model::params::SafetensorsParams;
+use crate::model::weights::WeightSink;
+use crate::package::Manifest;
 use crate::quant::hqq::HqqOptions;
 use crate::quant::hqq_params::HqqParams;
 use crate::quant::spec::QuantSpec;
@@ -102,6 +104,78 @@ pub fn load_from_bytes<B: Backend>(
     )
 }
 
+/// Everything a Qwen2-VL source holds besides its weights, parsed and checked against each
+/// other: the config, the tokenizer (its `<|image_pad|>` at `image_token_id`) and the
+/// processor options (their patch sizes the vision config's).
+struct Parts {
+    cfg: Qwen2VlConfig,
+    tokenizer: Tokenizer,
+    processor: ProcessorOptions,
+}
+
+impl Parts {
+    fn new(cfg: Qwen2VlConfig, tokenizer: &[u8], preprocessor: Option<&[u8]>) -> Result<Self> {
+        let tokenizer = check_tokenizer(&cfg, tokenizer)?;
+        let processor = match preprocessor {
+            Some(b) => ProcessorOptions::from_preprocessor_json(
+                std::str::from_utf8(b)
+                    .map_err(|_| Error::Config("preprocessor_config.json is not UTF-8".into()))?,
+            )?,
+            None => ProcessorOptions::default(),
+        };
+        let v = &cfg.vision;
+        if (
+            processor.patch_size,
+            processor.temporal_patch_size,
+            processor.merge_size,
+        ) != (v.patch_size, v.temporal_patch_size, v.spatial_merge_size)
+        {
+            return Err(Error::Config(format!(
+                "preprocessor_config.json's patch/temporal/merge sizes ({}, {}, {}) differ from the vision config's ({}, {}, {})",
+                processor.patch_size,
+                processor.temporal_patch_size,
+                processor.merge_size,
+                v.patch_size,
+                v.temporal_patch_size,
+                v.spatial_merge_size
+            )));
+        }
+        Ok(Self {
+            cfg,
+            tokenizer,
+            processor,
+        })
+    }
+
+    fn with_model<B: Backend>(
+        self,
+        backend: B,
+        model: Qwen2Vl<B>,
+        template: Option<ChatTemplate>,
+    ) -> Qwen2VlModel<B> {
+        Qwen2VlModel {
+            backend,
+            model,
+            tokenizer: self.tokenizer,
+            template,
+            processor: self.processor,
+        }
+    }
+}
+
+fn parse_config(config: &[u8]) -> Result<Qwen2VlConfig> {
+    let text = std::str::from_utf8(config)
+        .map_err(|_| Error::Config("config.json is not UTF-8".into()))?;
+    Qwen2VlConfig::from_json(text)
+}
+
+/// How many linears HQQ quantizes in the language model of `cfg`: q, k, v, o, gate, up and
+/// down of every decoder layer. Load-time HQQ and `relvqa quantize` both check their count
+/// against it, so a checkpoint whose names the predicate misses cannot pass half-quantized.
+pub fn language_linear_count(cfg: &Qwen2VlConfig) -> usize {
+    7 * cfg.text.num_hidden_layers
+}
+
 /// [`load_from_bytes`], with the language model's linears quantized by HQQ to `hqq` as they
 /// load (see [`crate::quant::hqq_params`]).
 pub fn load_from_bytes_with<B: Backend>(
@@ -113,44 +187,18 @@ pub fn load_from_bytes_with<B: Backend>(
     preprocessor: Option<&[u8]>,
     hqq: Option<(QuantSpec, HqqOptions)>,
 ) -> Result<Qwen2VlModel<B>> {
-    let text = std::str::from_utf8(config)
-        .map_err(|_| Error::Config("config.json is not UTF-8".into()))?;
-    let cfg = Qwen2VlConfig::from_json(text)?;
-    let tokenizer = check_tokenizer(&cfg, tokenizer)?;
-    let processor = match preprocessor {
-        Some(b) => ProcessorOptions::from_preprocessor_json(
-            std::str::from_utf8(b)
-                .map_err(|_| Error::Config("preprocessor_config.json is not UTF-8".into()))?,
-        )?,
-        None => ProcessorOptions::default(),
-    };
-    let v = &cfg.vision;
-    if (
-        processor.patch_size,
-        processor.temporal_patch_size,
-        processor.merge_size,
-    ) != (v.patch_size, v.temporal_patch_size, v.spatial_merge_size)
-    {
-        return Err(Error::Config(format!(
-            "preprocessor_config.json's patch/temporal/merge sizes ({}, {}, {}) differ from the vision config's ({}, {}, {})",
-            processor.patch_size,
-            processor.temporal_patch_size,
-            processor.merge_size,
-            v.patch_size,
-            v.temporal_patch_size,
-            v.spatial_merge_size
-        )));
-    }
+    let parts = Parts::new(parse_config(config)?, tokenizer, preprocessor)?;
+    let cfg = &parts.cfg;
     let params = SafetensorsParams::new(backend.clone(), WEIGHTS_FILE, weights)?;
     let model = match hqq {
         None => {
             let mut params = params;
-            Qwen2Vl::load(&mut params, &cfg)?
+            Qwen2Vl::load(&mut params, cfg)?
         }
         Some((spec, opts)) => {
             let mut q = HqqParams::new(params, spec, opts, is_language_linear)?;
-            let model = Qwen2Vl::load(&mut q, &cfg)?;
-            let want = 7 * cfg.text.num_hidden_layers;
+            let model = Qwen2Vl::load(&mut q, cfg)?;
+            let want = language_linear_count(cfg);
             if q.quantized.len() != want {
                 return Err(Error::Invalid(format!(
                     "HQQ quantized {} linears, expected the language model's {want}",
@@ -160,13 +208,69 @@ pub fn load_from_bytes_with<B: Backend>(
             model
         }
     };
-    Ok(Qwen2VlModel {
-        backend,
-        model,
-        tokenizer,
-        template,
-        processor,
-    })
+    Ok(parts.with_model(backend, model, template))
+}
+
+/// A [`WeightSink`] for the Qwen2-VL package `manifest` describes (the streaming entry point,
+/// as [`crate::model::loader::package_sink`] is for Idefics3).
+pub fn package_sink<B: Backend>(
+    backend: B,
+    manifest: &Manifest,
+) -> Result<WeightSink<B, Qwen2VlConfig>> {
+    crate::model::loader::package_sink_for(backend, manifest)
+}
+
+/// The model from a sink every tensor of a package went into, with the package's tokenizer,
+/// chat template and `preprocessor_config.json` (absent: transformers' defaults).
+pub fn load_from_sink<B: Backend>(
+    sink: WeightSink<B, Qwen2VlConfig>,
+    tokenizer: &[u8],
+    template: Option<ChatTemplate>,
+    preprocessor: Option<&[u8]>,
+) -> Result<Qwen2VlModel<B>> {
+    let parts = Parts::new(sink.config().clone(), tokenizer, preprocessor)?;
+    let (backend, model) = sink.assemble_model()?;
+    Ok(parts.with_model(backend, model, template))
+}
+
+/// A Qwen2-VL package directory (`relvqa quantize` of a Qwen2-VL checkpoint): its tensors go
+/// to the backend one by one as the shards are read, as Idefics3 packages do.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn load_package_dir<B: Backend>(backend: B, dir: &std::path::Path) -> Result<Qwen2VlModel<B>> {
+    use crate::package::{open_package_dir, read_model_file, stream_package_dir};
+    let (manifest, tokenizer) = open_package_dir(dir)?;
+    let mut sink = package_sink(backend, &manifest)?;
+    // The small files first, so a bad template or processor fails before the shards are read.
+    let template = ChatTemplate::from_checkpoint(
+        read_model_file(dir, TOKENIZER_CONFIG_FILE)?.as_deref(),
+        read_model_file(dir, CHAT_TEMPLATE_FILE)?.as_deref(),
+    )?;
+    let pre = read_model_file(dir, PREPROCESSOR_FILE)?;
+    Parts::new(sink.config().clone(), &tokenizer, pre.as_deref())?;
+    stream_package_dir(dir, &manifest, |t| sink.accept(t))?;
+    load_from_sink(sink, &tokenizer, template, pre.as_deref())
+}
+
+/// A Qwen2-VL model directory or package directory, whichever `path` is. `hqq` quantizes a
+/// checkpoint's language model as it loads; a package is quantized already, so asking for
+/// both is refused rather than silently ignored.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn load_path<B: Backend>(
+    backend: B,
+    path: &std::path::Path,
+    hqq: Option<(QuantSpec, HqqOptions)>,
+) -> Result<Qwen2VlModel<B>> {
+    if !crate::package::is_package_dir(path) {
+        return load_dir_with(backend, path, hqq);
+    }
+    if hqq.is_some() {
+        return Err(Error::Invalid(format!(
+            "{} is a package, quantized when it was built; load-time HQQ (--hqq-bits) needs \
+             the float checkpoint",
+            path.display()
+        )));
+    }
+    load_package_dir(backend, path)
 }
 
 #[cfg(not(target_arch = "wasm32"))]
