@@ -383,6 +383,28 @@ fn rope_parameters_are_read_and_unknown_rope_types_refused() {
     assert_eq!(cfg.text_config.rope_theta, 5e5);
 }
 
+/// A committed `idefics3-tiny` golden's question (inside its SmolVLM-format prompt) and one of
+/// its i64 id tensors (`input_ids`, `generated`).
+fn golden_question_and_ids(file: &str, tensor: &str) -> (String, Vec<u32>) {
+    let bytes = fs::read(fixture("idefics3-tiny").join(file)).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let prompt = meta.metadata().as_ref().unwrap()["prompt"].clone();
+    let question = prompt
+        .strip_prefix("<|im_start|>User:<image>")
+        .and_then(|r| r.strip_suffix("<end_of_utterance>\nAssistant:"))
+        .unwrap()
+        .to_string();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let ids = st
+        .tensor(tensor)
+        .unwrap()
+        .data()
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
+        .collect();
+    (question, ids)
+}
+
 /// The golden's `input_ids` came from Idefics3Processor; our prompt builder must make the same
 /// ids from the same question, unsplit and as 2x2 tiles plus the global image.
 #[test]
@@ -395,23 +417,8 @@ fn prompt_builder_matches_idefics3_processor() {
         ("golden.safetensors", (0, 0)),
         ("golden-tiled.safetensors", (2, 2)),
     ] {
-        let bytes = fs::read(dir.join(file)).unwrap();
-        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-        let prompt = meta.metadata().as_ref().unwrap()["prompt"].clone();
-        let question = prompt
-            .split("User:<image>")
-            .nth(1)
-            .and_then(|r| r.split("<end_of_utterance>").next())
-            .unwrap();
-        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        let want: Vec<u32> = st
-            .tensor("input_ids")
-            .unwrap()
-            .data()
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
-            .collect();
-        let p = build_prompt_tiled(&tok, 4, grid, question, 256).unwrap();
+        let (question, want) = golden_question_and_ids(file, "input_ids");
+        let p = build_prompt_tiled(&tok, 4, grid, &question, 256).unwrap();
         assert_eq!(p.ids, want, "{file}");
         // The global image's run is the last one, just before its closing fake token.
         let img = tok.special.image;
@@ -471,22 +478,7 @@ fn ask_uses_the_checkpoint_processor_tiles_and_answers_like_transformers() {
     use relvqa::backend::cpu::CpuBackend;
     use relvqa::model::idefics3::processor::{preprocess, ProcessorOptions};
     let dir = fixture("idefics3-tiny");
-    let golden = fs::read(dir.join("golden-tiled.safetensors")).unwrap();
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&golden).unwrap();
-    let prompt = meta.metadata().as_ref().unwrap()["prompt"].clone();
-    let question = prompt
-        .strip_prefix("<|im_start|>User:<image>")
-        .and_then(|r| r.strip_suffix("<end_of_utterance>\nAssistant:"))
-        .unwrap()
-        .to_string();
-    let st = safetensors::SafeTensors::deserialize(&golden).unwrap();
-    let generated: Vec<u32> = st
-        .tensor("generated")
-        .unwrap()
-        .data()
-        .chunks_exact(8)
-        .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
-        .collect();
+    let (question, generated) = golden_question_and_ids("golden-tiled.safetensors", "generated");
 
     let vqa = relvqa::model::loader::load_dir(CpuBackend::new(), &dir).unwrap();
     let eou = vqa.tokenizer.special.end_of_utterance;
@@ -547,22 +539,8 @@ fn chat_template_prompt_equals_the_processor_ids() {
         ("golden.safetensors", (0, 0)),
         ("golden-tiled.safetensors", (2, 2)),
     ] {
-        let bytes = fs::read(dir.join(file)).unwrap();
-        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-        let prompt = meta.metadata().as_ref().unwrap()["prompt"].clone();
-        let question = prompt
-            .strip_prefix("<|im_start|>User:<image>")
-            .and_then(|r| r.strip_suffix("<end_of_utterance>\nAssistant:"))
-            .unwrap();
-        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        let want: Vec<u32> = st
-            .tensor("input_ids")
-            .unwrap()
-            .data()
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
-            .collect();
-        let p = build_prompt_templated(&tok, &t, 4, grid, question, 256).unwrap();
+        let (question, want) = golden_question_and_ids(file, "input_ids");
+        let p = build_prompt_templated(&tok, &t, 4, grid, &question, 256).unwrap();
         assert_eq!(p.ids, want, "{file}");
         assert_eq!(tok.decode(&p.ids[p.question.clone()]).unwrap(), question);
     }

@@ -15,7 +15,7 @@ use relvqa::backend::Backend;
 use relvqa::model::arch::Architecture;
 use relvqa::model::golden::DEFAULT_TOLERANCE;
 use relvqa::model::qwen2vl::golden::{check_reference, QwenGolden};
-use relvqa::model::qwen2vl::loader::{load_from_bytes, Qwen2VlModel};
+use relvqa::model::qwen2vl::loader::{load_from_bytes_with, Qwen2VlModel};
 use relvqa::model::qwen2vl::processor::{preprocess, smart_resize};
 use relvqa::model::qwen2vl::Qwen2VlConfig;
 use relvqa::Error;
@@ -260,13 +260,14 @@ fn missing_tensor_is_named() {
         .filter(|(n, _)| n != drop)
         .collect();
     let bytes = safetensors::serialize(kept, None).expect("serialize");
-    let e = load_from_bytes(
+    let e = load_from_bytes_with(
         CpuBackend::new(),
         &read("config.json"),
         &read("tokenizer.json"),
         &bytes,
         None,
         Some(&read("preprocessor_config.json")),
+        None,
     )
     .expect_err("missing tensor");
     assert!(

@@ -27,7 +27,7 @@ use crate::model::chat::{ChatTemplate, CHAT_TEMPLATE_FILE, TOKENIZER_CONFIG_FILE
 use crate::model::loader::{TOKENIZER_FILE, WEIGHTS_FILE};
 use crate::model::params::host_tensor_from_view;
 use crate::model::qwen2vl::loader::{
-    is_language_linear, language_linear_count, load_from_bytes, PREPROCESSOR_FILE,
+    is_language_linear, language_linear_count, load_from_bytes_with, PREPROCESSOR_FILE,
 };
 use crate::model::qwen2vl::Qwen2VlConfig;
 use crate::model::weights::ParamPlan;
@@ -84,13 +84,14 @@ pub fn quantize(
         optional(dir, CHAT_TEMPLATE_FILE).as_deref(),
     )?;
     let pre = optional(dir, PREPROCESSOR_FILE);
-    load_from_bytes(
+    load_from_bytes_with(
         CpuBackend::new(),
         config_bytes,
         &tokenizer,
         &weights,
         template,
         pre.as_deref(),
+        None,
     )?;
     let st = SafeTensors::deserialize(&weights).map_err(|e| Error::WeightsFile {
         file: WEIGHTS_FILE.into(),

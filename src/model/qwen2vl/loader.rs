@@ -84,26 +84,6 @@ pub fn is_language_linear(name: &str) -> bool {
         && name.ends_with(".weight")
 }
 
-/// Build the model from the files' bytes (the optional ones may be absent).
-pub fn load_from_bytes<B: Backend>(
-    backend: B,
-    config: &[u8],
-    tokenizer: &[u8],
-    weights: &[u8],
-    template: Option<ChatTemplate>,
-    preprocessor: Option<&[u8]>,
-) -> Result<Qwen2VlModel<B>> {
-    load_from_bytes_with(
-        backend,
-        config,
-        tokenizer,
-        weights,
-        template,
-        preprocessor,
-        None,
-    )
-}
-
 /// Everything a Qwen2-VL source holds besides its weights, parsed and checked against each
 /// other: the config, the tokenizer (its `<|image_pad|>` at `image_token_id`) and the
 /// processor options (their patch sizes the vision config's).
@@ -176,8 +156,8 @@ pub fn language_linear_count(cfg: &Qwen2VlConfig) -> usize {
     7 * cfg.text.num_hidden_layers
 }
 
-/// [`load_from_bytes`], with the language model's linears quantized by HQQ to `hqq` as they
-/// load (see [`crate::quant::hqq_params`]).
+/// Build the model from the files' bytes (the optional ones may be absent), with the language
+/// model's linears quantized by HQQ to `hqq` as they load (see [`crate::quant::hqq_params`]).
 pub fn load_from_bytes_with<B: Backend>(
     backend: B,
     config: &[u8],
