@@ -21,9 +21,12 @@ use relvqa::model::qwen2vl::Qwen2VlConfig;
 use relvqa::Error;
 
 fn golden(m: &Qwen2VlModel<CpuBackend>) -> QwenGolden {
-    let path = fixture().join("golden.safetensors");
-    let bytes = std::fs::read(&path).expect("read golden");
-    QwenGolden::from_bytes("golden.safetensors", &bytes, m).expect("parse golden")
+    golden_file(m, "golden.safetensors")
+}
+
+fn golden_file(m: &Qwen2VlModel<CpuBackend>, name: &str) -> QwenGolden {
+    let bytes = std::fs::read(fixture().join(name)).expect("read golden");
+    QwenGolden::from_bytes(name, &bytes, m).expect("parse golden")
 }
 
 #[test]
@@ -112,19 +115,40 @@ fn cli_check_reference_passes_and_raw_too() {
 #[test]
 fn committed_fixture_passes_on_the_gpu() {
     let dir = fixture();
-    let out = Command::new(env!("CARGO_BIN_EXE_relvqa"))
-        .args(["check-reference", "--backend", "gpu", "--model"])
-        .arg(&dir)
-        .arg("--golden")
-        .arg(dir.join("golden.safetensors"))
-        .output()
-        .expect("run relvqa");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for golden in ["golden.safetensors", "golden-2images.safetensors"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_relvqa"))
+            .args(["check-reference", "--backend", "gpu", "--model"])
+            .arg(&dir)
+            .arg("--golden")
+            .arg(dir.join(golden))
+            .output()
+            .expect("run relvqa");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{golden}: {stdout}\n{stderr}");
+        assert!(
+            stdout.contains("wgpu") && stdout.contains("PASS"),
+            "{stdout}"
+        );
+    }
+}
+
+/// Two images of different sizes in one prompt (`make_qwen2vl.py --second-image 60x90`): each
+/// image's features land in its own `<|image_pad|>` run and multimodal RoPE continues its
+/// positions after the first image's grid, as transformers does.
+#[test]
+fn two_images_of_different_sizes_pass() {
+    let m = model();
+    let g = golden_file(&m, "golden-2images.safetensors");
+    assert_eq!(g.grids, vec![[1, 6, 8], [1, 6, 4]]);
+    let r = pollster::block_on(check_reference(&m, &g, DEFAULT_TOLERANCE)).expect("check");
     assert!(
-        stdout.contains("wgpu") && stdout.contains("PASS"),
-        "{stdout}"
+        r.passed(),
+        "max |Δlogit| {:.3e} at {:?}; ours {:?} reference {:?}",
+        r.max_abs_diff,
+        r.max_at,
+        r.generated_ours,
+        r.generated_reference
     );
 }
 

@@ -219,6 +219,10 @@ def main() -> int:
     ap.add_argument("--image-size", default="100x76", help="raw image WIDTHxHEIGHT (before the processor)")
     ap.add_argument("--min-pixels", type=int, default=56 * 56)
     ap.add_argument("--max-pixels", type=int, default=28 * 28 * 16)
+    # A second image of another size in the same prompt: writes golden-2images.safetensors and
+    # image2.png instead of golden.safetensors (the model, tokenizer and first image stay the
+    # same bytes: the second image comes from its own generator).
+    ap.add_argument("--second-image", default=None, help="WIDTHxHEIGHT of a second raw image")
     args = ap.parse_args()
 
     torch.manual_seed(args.seed)
@@ -247,15 +251,23 @@ def main() -> int:
     words = WORDS[9:]
     picks = torch.randint(0, len(words), (args.question_tokens,), generator=gen).tolist()
     question = " ".join(words[i] for i in picks) + " ?"
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+    images = [image]
+    if args.second_image:
+        w2, h2 = (int(x) for x in args.second_image.lower().split("x"))
+        images.append(raw_image(torch.Generator().manual_seed(args.seed + 1), w2, h2))
+    content = [{"type": "image"} for _ in images] + [{"type": "text", "text": question}]
+    messages = [{"role": "user", "content": content}]
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    enc = processor(text=[text], images=[image], return_tensors="pt", return_mm_token_type_ids=True)
+    enc = processor(text=[text], images=images, return_tensors="pt", return_mm_token_type_ids=True)
 
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp)
         for f in ("config.json", "model.safetensors"):
             shutil.copy(os.path.join(tmp, f), os.path.join(args.out, f))
     image.save(os.path.join(args.out, "image.png"))
+    if args.second_image:
+        images[1].save(os.path.join(args.out, "image2.png"))
+    golden_name = "golden-2images.safetensors" if args.second_image else "golden.safetensors"
     image_processor.save_pretrained(args.out)
     # The Qwen2-VL-Instruct layout: the template in chat_template.json.
     with open(os.path.join(args.out, "chat_template.json"), "w") as f:
@@ -271,7 +283,7 @@ def main() -> int:
             "logits": logits.to(torch.float32).contiguous(),
             "generated": torch.tensor([generated], dtype=torch.long),
         },
-        os.path.join(args.out, "golden.safetensors"),
+        os.path.join(args.out, golden_name),
         metadata={
             "seed": str(args.seed),
             "transformers": transformers.__version__,
@@ -280,14 +292,14 @@ def main() -> int:
             "architecture": "qwen2_vl",
             "prompt": text,
             "question": question,
-            "image": "image.png",
+            "image": ",".join(["image.png", "image2.png"][: len(images)]),
         },
     )
     last = logits[0, -1]
     top2 = last.topk(2).values
     print(f"transformers {transformers.__version__}, torch {torch.__version__}, seed {args.seed}")
     print(
-        f"golden.safetensors: {enc['input_ids'].shape[1]} tokens, pixel_values {tuple(enc['pixel_values'].shape)}, "
+        f"{golden_name}: {enc['input_ids'].shape[1]} tokens, pixel_values {tuple(enc['pixel_values'].shape)}, "
         f"image_grid_thw {enc['image_grid_thw'].tolist()}, last-row logits [{last.min().item():.3f}, "
         f"{last.max().item():.3f}], generated {generated} (first-step margin {(top2[0] - top2[1]).item():.3f})"
     )
