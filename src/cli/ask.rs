@@ -9,12 +9,10 @@ use crate::backend::{Backend, HostTensor};
 use crate::error::{Error, Result};
 use crate::model::arch::Architecture;
 use crate::model::generate::Vqa;
-use crate::model::idefics3::processor::{preprocess, ProcessorOptions};
+use crate::model::idefics3::processor::{preprocess, ProcessedImage, ProcessorOptions};
 use crate::model::image::{decode_image, image_to_pixels};
+use crate::model::loader::PREPROCESSOR_FILE;
 use crate::selector::decision::{self, Confidence, Decision};
-
-/// The image processor's settings in a checkpoint (Idefics3ImageProcessor's fields).
-const PREPROCESSOR_FILE: &str = "preprocessor_config.json";
 use crate::selector::store;
 
 #[derive(clap::Args, Debug)]
@@ -100,28 +98,24 @@ fn run_on<B: Backend>(backend: B, a: &AskArgs) -> Result<()> {
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let t1 = Instant::now();
     let img = read_image(&a.image)?;
-    let mut d = match tiling_processor(&a.model.model)? {
-        // A real SmolVLM / Idefics3 checkpoint: its processor's tiles and tiled prompt.
-        Some(opts) => {
-            let processed = preprocess(&img, &opts)?;
-            let pre_ms = t1.elapsed().as_secs_f64() * 1e3;
-            let t = Instant::now();
-            let g = pollster::block_on(vqa.answer_processed(&processed, &a.question))?;
-            let gen_ms = t.elapsed().as_secs_f64() * 1e3;
-            let mut d = decision::decide(g, &confidence, a.risk, vqa.backend.name())?;
-            d.timings_ms["generate"] = gen_ms.into();
-            d.timings_ms["preprocess"] = pre_ms.into();
-            d
-        }
-        None => {
-            let px = image_to_pixels(&img, vqa.model.cfg.vision_config.image_size)?;
-            let pre_ms = t1.elapsed().as_secs_f64() * 1e3;
-            let mut d = decide(&vqa, &confidence, &px, &a.question, a.risk)?;
-            d.timings_ms["preprocess"] = pre_ms.into();
-            d
-        }
+    // A real SmolVLM / Idefics3 checkpoint: its processor's tiles and tiled prompt; otherwise
+    // one image resized to the model's input, which is an unsplit processed image.
+    let image = match tiling_processor(&a.model.model)? {
+        Some(opts) => preprocess(&img, &opts)?,
+        None => ProcessedImage {
+            pixels: image_to_pixels(&img, vqa.model.cfg.vision_config.image_size)?,
+            rows: 0,
+            cols: 0,
+        },
     };
+    let pre_ms = t1.elapsed().as_secs_f64() * 1e3;
+    let t2 = Instant::now();
+    let g = pollster::block_on(vqa.answer_processed(&image, &a.question))?;
+    let gen_ms = t2.elapsed().as_secs_f64() * 1e3;
+    let mut d = decision::decide(g, &confidence, a.risk, vqa.backend.name())?;
+    d.timings_ms["generate"] = gen_ms.into();
     d.timings_ms["load"] = load_ms.into();
+    d.timings_ms["preprocess"] = pre_ms.into();
     print_decision(a, &d)
 }
 

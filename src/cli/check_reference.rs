@@ -146,7 +146,7 @@ fn rebuild_inputs<B: Backend>(
             "--raw rebuilds inputs with the image processor, which never pads one prompt's images; this golden has padded or all-zero images, so check it without --raw".into(),
         ));
     }
-    let pp_path = a.model.join("preprocessor_config.json");
+    let pp_path = a.model.join(crate::model::loader::PREPROCESSOR_FILE);
     let pp = std::fs::read_to_string(&pp_path)
         .map_err(|e| Error::io(pp_path.display().to_string(), e))?;
     let mut opts = ProcessorOptions::from_preprocessor_json(&pp)?;

@@ -17,6 +17,8 @@ use crate::model::weights::WeightSink;
 pub const CONFIG_FILE: &str = "config.json";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// The image processor's settings, in either architecture's checkpoint.
+pub const PREPROCESSOR_FILE: &str = "preprocessor_config.json";
 
 /// Build a ready-to-ask model from the three files' bytes.
 pub fn load_from_bytes<B: Backend>(

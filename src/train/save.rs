@@ -49,7 +49,7 @@ pub fn save_model_dir(
     write(dir, TOKENIZER_FILE, tok.to_json()?.as_bytes())?;
     let pp = serde_json::to_string_pretty(&preprocessor_config(cfg))
         .map_err(|e| Error::Invalid(e.to_string()))?;
-    write(dir, "preprocessor_config.json", pp.as_bytes())?;
+    write(dir, crate::model::loader::PREPROCESSOR_FILE, pp.as_bytes())?;
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     for (name, v) in vars {
         tensors.insert(name.clone(), v.as_tensor().to_dtype(DType::F16)?);

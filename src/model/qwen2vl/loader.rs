@@ -21,7 +21,7 @@ use crate::quant::hqq::HqqOptions;
 use crate::quant::hqq_params::HqqParams;
 use crate::quant::spec::QuantSpec;
 
-pub const PREPROCESSOR_FILE: &str = "preprocessor_config.json";
+pub use crate::model::loader::PREPROCESSOR_FILE;
 
 /// Everything needed to turn an image and a question into answer tokens.
 pub struct Qwen2VlModel<B: Backend> {
