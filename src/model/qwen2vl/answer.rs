@@ -66,4 +66,23 @@ impl<B: Backend> Qwen2VlModel<B> {
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
         Ok(g)
     }
+
+    /// Answer `question` about a decoded image: its processor, its chat template, at most
+    /// `max_new_tokens` tokens.
+    pub async fn answer_image(&self, img: &image::RgbImage, question: &str) -> Result<Generation> {
+        let inputs = self.inputs(img, question)?;
+        self.answer(&inputs, self.max_new_tokens).await
+    }
+
+    /// A throw-away one-token answer about the smallest blank image the processor accepts, so
+    /// that WebGPU creates every pipeline during the load (the page's `compile` stage) at a
+    /// fraction of a full answer's cost.
+    pub async fn warm_up(&self) -> Result<()> {
+        let side = self.processor.patch_size * self.model.cfg.vision.spatial_merge_size.max(1);
+        let min_side = ((self.processor.min_pixels as f64).sqrt().ceil() as usize).max(side);
+        let side = min_side.div_ceil(side) * side;
+        let img = image::RgbImage::new(side as u32, side as u32);
+        let inputs = self.inputs(&img, "What is this?")?;
+        self.answer(&inputs, 1).await.map(drop)
+    }
 }
