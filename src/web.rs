@@ -23,8 +23,8 @@ use wasm_bindgen::JsCast;
 use crate::backend::cpu::CpuBackend;
 use crate::backend::wgpu::WgpuBackend;
 use crate::error::{Error, GpuErrorKind, Result};
-use crate::model::chat::{ChatTemplate, CHAT_TEMPLATE_FILE, TOKENIZER_CONFIG_FILE};
 use crate::model::any_vqa::{AnyVqa, ModelFiles};
+use crate::model::chat::{ChatTemplate, CHAT_TEMPLATE_FILE, TOKENIZER_CONFIG_FILE};
 use crate::model::generate::Generation;
 use crate::model::image::decode_image;
 use crate::model::loader::PREPROCESSOR_FILE;
@@ -127,6 +127,8 @@ impl Choice {
 }
 
 /// The model on the backend that answers, of either family ([`AnyVqa`]).
+// One engine per page, behind an `Rc`: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Engine {
     Cpu(AnyVqa<CpuBackend>),
     Gpu(GpuModel),

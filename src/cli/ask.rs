@@ -96,7 +96,8 @@ fn run_on<B: Backend>(backend: B, a: &AskArgs) -> Result<()> {
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let t1 = Instant::now();
     let bytes = std::fs::read(&a.image).map_err(|e| Error::io(a.image.display().to_string(), e))?;
-    let img = decode_image(&bytes).map_err(|e| Error::Image(format!("{}: {e}", a.image.display())))?;
+    let img =
+        decode_image(&bytes).map_err(|e| Error::Image(format!("{}: {e}", a.image.display())))?;
     let pre_ms = t1.elapsed().as_secs_f64() * 1e3;
     let t2 = Instant::now();
     let g = pollster::block_on(m.answer_image(&img, &a.question))?;

@@ -112,7 +112,7 @@ impl<B: Backend> AnyVqa<B> {
                     files.weights,
                     None,
                     files.preprocessor,
-                    Some((spec, opts.clone())),
+                    Some((spec, *opts)),
                 )?;
                 progress(total, total);
                 AnyVqa::Qwen2Vl(m)
@@ -196,6 +196,7 @@ async fn text<B: Backend, M: CausalLm<B>>(
 }
 
 /// Where a package's tensors go as they stream in, for the family its manifest names.
+#[allow(clippy::large_enum_variant)] // one per load, moved, never in a collection
 pub enum AnySink<B: Backend> {
     Idefics3(WeightSink<B, Idefics3Config>),
     Qwen2Vl(WeightSink<B, Qwen2VlConfig>),
@@ -203,14 +204,16 @@ pub enum AnySink<B: Backend> {
 
 impl<B: Backend> AnySink<B> {
     pub fn for_manifest(backend: B, manifest: &Manifest) -> Result<Self> {
-        Ok(match architecture(manifest.config.to_string().as_bytes())? {
-            Architecture::Idefics3 => {
-                AnySink::Idefics3(crate::model::loader::package_sink(backend, manifest)?)
-            }
-            Architecture::Qwen2Vl => AnySink::Qwen2Vl(
-                crate::model::qwen2vl::loader::package_sink(backend, manifest)?,
-            ),
-        })
+        Ok(
+            match architecture(manifest.config.to_string().as_bytes())? {
+                Architecture::Idefics3 => {
+                    AnySink::Idefics3(crate::model::loader::package_sink(backend, manifest)?)
+                }
+                Architecture::Qwen2Vl => AnySink::Qwen2Vl(
+                    crate::model::qwen2vl::loader::package_sink(backend, manifest)?,
+                ),
+            },
+        )
     }
 
     pub fn accept(&mut self, t: LoadedTensor) -> Result<()> {

@@ -74,7 +74,12 @@ impl<B: Backend> CausalLm<B> for Vqa<B> {
         self.tokenizer.token_to_id(token)
     }
     fn eos_ids(&self) -> Vec<u32> {
-        self.model.cfg.text_config.eos_token_id.into_iter().collect()
+        self.model
+            .cfg
+            .text_config
+            .eos_token_id
+            .into_iter()
+            .collect()
     }
 }
 
