@@ -159,6 +159,29 @@ fn folding_scales_keeps_the_logits_biases_included() {
     );
 }
 
+/// The decoder layers' prefix follows the checkpoint's layout, so calibration records (and the
+/// search folds into) transformers 5's `model.language_model.*` names as well as the hub's.
+#[test]
+fn layer_prefix_follows_the_checkpoint_layout() {
+    use relvqa::model::qwen2vl::text_layers_prefix;
+    let t5 = |n: &str| n == "model.language_model.embed_tokens.weight";
+    assert_eq!(text_layers_prefix(t5), "model.language_model.layers.");
+    assert_eq!(
+        text_layers_prefix(|n| n == "model.embed_tokens.weight"),
+        "model.layers."
+    );
+    let layout = DecoderLayout {
+        layers_prefix: text_layers_prefix(t5),
+        layers: 2,
+        v_feeds_o: false,
+    };
+    assert_eq!(
+        layout.parse("model.language_model.layers.1.self_attn.o_proj"),
+        Some((1, "self_attn.o_proj"))
+    );
+    assert_eq!(layout.parse("model.visual.blocks.0.attn.proj"), None);
+}
+
 /// A fold whose scales do not match the op's channels is a typed error naming the tensor.
 #[test]
 fn fold_with_wrong_scale_count_names_the_tensor() {
@@ -431,4 +454,20 @@ fn mbq_output_error_is_at_most_rtn_on_held_out_samples() {
     }
     eprintln!("held-out weighted output error, 14 linears: MBQ {em:.4}, RTN {er:.4}");
     assert!(em <= er, "MBQ output error {em} > RTN {er}");
+}
+
+/// An MBQ package runs on the GPU backend (wgpu; lavapipe here) too: its packed linears are
+/// the same layout as RTN's, and the GPU agrees with the CPU as closely as for HQQ packages
+/// (the CPU kernels round activations to int8, the GPU does not).
+#[test]
+fn mbq_package_runs_on_the_gpu() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let pkg = tmp.path().join("mbq");
+    quantize_cli("mbq", &pkg);
+    let gpu = prompt_logits(&load_path(common::gpu::gpu_backend(), &pkg, None).expect("gpu"));
+    let cpu = prompt_logits(&load_path(CpuBackend::new(), &pkg, None).expect("cpu"));
+    let float = logits_of(&fixture());
+    let (between, cpu_err) = (max_diff(&gpu, &cpu), max_diff(&cpu, &float));
+    eprintln!("MBQ package: GPU vs CPU max |Δlogit| {between:.3e}; CPU vs float {cpu_err:.3e}");
+    assert!(between < 0.25 * cpu_err, "{between} vs {cpu_err}");
 }

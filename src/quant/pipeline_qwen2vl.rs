@@ -1,5 +1,5 @@
-//! `relvqa quantize` for a Qwen2-VL checkpoint: the language model's linears packed with RTN
-//! or HQQ, everything else kept in the checkpoint's precision (f16 stays f16; f32 and bf16 are
+//! `relvqa quantize` for a Qwen2-VL checkpoint: the language model's linears packed with RTN,
+//! HQQ or MBQ, everything else kept in the checkpoint's precision (f16 stays f16; f32 and bf16 are
 //! stored as f32, exactly). Which tensors are linears comes from the model definition itself
 //! ([`ParamPlan`]: what `Qwen2Vl::load` asks for with [`crate::model::params::Params::weight`]),
 //! and which of those are quantized from [`is_language_linear`] — the selection

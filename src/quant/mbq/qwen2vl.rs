@@ -45,8 +45,7 @@ impl<'a> Qwen2VlSource<'a> {
             file: WEIGHTS_FILE.into(),
             msg: e.to_string(),
         })?;
-        let names = st.names();
-        let layers_prefix = text_layers_prefix(|n| names.iter().any(|m| *m == n));
+        let layers_prefix = text_layers_prefix(|n| st.tensor(n).is_ok());
         Ok(Self {
             cfg,
             config,
