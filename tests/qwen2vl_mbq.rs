@@ -31,6 +31,40 @@ fn read(name: &str) -> Vec<u8> {
     std::fs::read(fixture().join(name)).expect("read fixture file")
 }
 
+/// The fixture's files as `relvqa quantize` reads them, for a [`Qwen2VlSource`] to borrow.
+struct SourceFiles {
+    config: Vec<u8>,
+    tokenizer: Vec<u8>,
+    weights: Vec<u8>,
+    preprocessor: Vec<u8>,
+    template: ChatTemplate,
+}
+
+impl SourceFiles {
+    fn read() -> Self {
+        Self {
+            config: read("config.json"),
+            tokenizer: read("tokenizer.json"),
+            weights: read("model.safetensors"),
+            preprocessor: read("preprocessor_config.json"),
+            template: ChatTemplate::from_checkpoint(None, Some(&read("chat_template.json")))
+                .expect("template")
+                .expect("the fixture has a template"),
+        }
+    }
+
+    fn source(&self) -> Qwen2VlSource<'_> {
+        Qwen2VlSource::new(
+            &self.config,
+            &self.tokenizer,
+            &self.weights,
+            Some(self.template.clone()),
+            Some(&self.preprocessor),
+        )
+        .expect("source")
+    }
+}
+
 fn fixture_weights() -> HostWeights {
     host_weights(&read("model.safetensors"), "model.safetensors").expect("fixture weights")
 }
@@ -212,19 +246,8 @@ fn mbq_options(calib: usize) -> QuantizeOptions {
 /// the last layer's measured ratio) is exactly 0, while earlier layers' are not.
 #[test]
 fn calibration_measures_the_ratios_on_the_right_rows() {
-    let files: Vec<Vec<u8>> = [
-        "config.json",
-        "tokenizer.json",
-        "model.safetensors",
-        "preprocessor_config.json",
-    ]
-    .iter()
-    .map(|f| read(f))
-    .collect();
-    let template =
-        ChatTemplate::from_checkpoint(None, Some(&read("chat_template.json"))).expect("template");
-    let src = Qwen2VlSource::new(&files[0], &files[1], &files[2], template, Some(&files[3]))
-        .expect("source");
+    let files = SourceFiles::read();
+    let src = files.source();
     assert_eq!(
         mbq::CalibrationSource::layout(&src),
         DecoderLayout {
@@ -384,19 +407,8 @@ fn pipeline_folds_are_exact() {
 /// Idefics3), measured on each linear's recorded float inputs.
 #[test]
 fn mbq_output_error_is_at_most_rtn_on_held_out_samples() {
-    let files: Vec<Vec<u8>> = [
-        "config.json",
-        "tokenizer.json",
-        "model.safetensors",
-        "preprocessor_config.json",
-    ]
-    .iter()
-    .map(|f| read(f))
-    .collect();
-    let template =
-        ChatTemplate::from_checkpoint(None, Some(&read("chat_template.json"))).expect("template");
-    let src = Qwen2VlSource::new(&files[0], &files[1], &files[2], template, Some(&files[3]))
-        .expect("source");
+    let files = SourceFiles::read();
+    let src = files.source();
     let held_out = mbq::calibrate(&src, 1_000_000, 16, |_| {}).expect("calibrate");
     let dev = candle_core::Device::Cpu;
     let vis: Vec<f32> = held_out.vision.iter().map(|&v| v as u8 as f32).collect();
