@@ -29,16 +29,22 @@ impl<B: Backend> Qwen2VlModel<B> {
         start..stop.max(start)
     }
 
+    /// The token that ends an answer: `<|im_end|>`, or the config's `eos_token_id` for a
+    /// tokenizer without it. MBQ's calibration supervises it after each answer, as generation
+    /// stops on it.
+    pub fn end_token(&self) -> Result<u32> {
+        self.tokenizer
+            .token_to_id(IM_END)
+            .or(self.model.cfg.text.eos_token_id)
+            .ok_or_else(|| Error::Tokenizer(format!("tokenizer has no {IM_END} token")))
+    }
+
     /// Answer the question in `inputs` (see [`Qwen2VlModel::inputs`]), at most
     /// `max_new_tokens` tokens, stopping at `<|im_end|>`.
     pub async fn answer(&self, inputs: &Inputs, max_new_tokens: usize) -> Result<Generation> {
         let b = &self.backend;
         let m = &self.model;
-        let end = self
-            .tokenizer
-            .token_to_id(IM_END)
-            .or(m.cfg.text.eos_token_id)
-            .ok_or_else(|| Error::Tokenizer(format!("tokenizer has no {IM_END} token")))?;
+        let end = self.end_token()?;
         let ids = &inputs.ids;
         let px = b.upload(&inputs.pixels)?;
         let mut cache = m.new_cache(ids.len() + max_new_tokens + 1);
