@@ -153,7 +153,10 @@ fn the_writer_splits_large_tensors_and_only_those() {
     }
     let embed = parts(&m, "embed");
     let packed = parts(&m, "packed");
-    assert!(embed.len() >= 3 && packed.len() >= 3, "{embed:?} {packed:?}");
+    assert!(
+        embed.len() >= 3 && packed.len() >= 3,
+        "{embed:?} {packed:?}"
+    );
     // A run fills each shard to its end and continues at offset 0 of the next.
     for w in packed.windows(2) {
         assert_eq!(w[0].end(), m.shards[w[0].shard].bytes);
@@ -219,10 +222,18 @@ fn a_spanning_tensor_arrives_with_its_last_byte() {
         got.extend(r.push(i, bytes).unwrap());
         r.finish_shard(i).unwrap();
     }
-    assert_eq!(got.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["norm"]);
+    assert_eq!(
+        got.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        ["norm"]
+    );
     let end = last.end() as usize;
-    assert!(r.push(last.shard, &shards[last.shard][..end - 1]).unwrap().is_empty());
-    let done = r.push(last.shard, &shards[last.shard][end - 1..end]).unwrap();
+    assert!(r
+        .push(last.shard, &shards[last.shard][..end - 1])
+        .unwrap()
+        .is_empty());
+    let done = r
+        .push(last.shard, &shards[last.shard][end - 1..end])
+        .unwrap();
     assert_eq!(done.len(), 1);
     assert_eq!(done[0], expected()[1]);
 }
@@ -270,7 +281,13 @@ fn a_flipped_byte_in_a_middle_shard_names_the_shard_and_the_tensor() {
     let msg = err_text(read_package_dir(dir.path()));
     assert_mentions(
         &msg,
-        &[&format!("shard {}", p.shard), file, "sha256", "`packed`", "re-download"],
+        &[
+            &format!("shard {}", p.shard),
+            file,
+            "sha256",
+            "`packed`",
+            "re-download",
+        ],
     );
     // Without `finish_shard` calls the tensor's checksum catches it at its last byte.
     let shards = shard_bytes(dir.path(), &m);
@@ -279,7 +296,12 @@ fn a_flipped_byte_in_a_middle_shard_names_the_shard_and_the_tensor() {
     let msg = err_text((0..=last).try_for_each(|i| r.push(i, &shards[i]).map(drop)));
     assert_mentions(
         &msg,
-        &["tensor `packed`", "spans shards", "sha256", "the manifest says"],
+        &[
+            "tensor `packed`",
+            "spans shards",
+            "sha256",
+            "the manifest says",
+        ],
     );
 }
 
@@ -304,10 +326,11 @@ fn a_truncated_middle_shard_is_refused() {
     // Skipping the finish and pushing the next shard does not paper over the gap.
     let shards = shard_bytes(dir.path(), &m);
     let mut r = StreamReader::new(&m).unwrap();
-    for i in 0..p.shard {
-        r.push(i, &shards[i]).unwrap();
+    for (i, bytes) in shards.iter().enumerate().take(p.shard) {
+        r.push(i, bytes).unwrap();
     }
-    r.push(p.shard, &shards[p.shard][..bytes.len() - 10]).unwrap();
+    r.push(p.shard, &shards[p.shard][..bytes.len() - 10])
+        .unwrap();
     let msg = err_text(r.push(p.shard + 1, &shards[p.shard + 1]));
     assert_mentions(&msg, &["tensor `embed`", "in order"]);
 }

@@ -200,7 +200,8 @@ fn spanning_embedding_gives_the_same_logits() {
     assert_eq!(a, b, "spanning shards changed the logits");
     // And the same as `relvqa quantize` wrote it.
     let cli = hqq4_package();
-    let c = prompt_logits(&load_path(CpuBackend::new(), &cli.path().join("pkg"), None).expect("cli"));
+    let c =
+        prompt_logits(&load_path(CpuBackend::new(), &cli.path().join("pkg"), None).expect("cli"));
     assert_eq!(a, c);
 }
 

@@ -54,7 +54,10 @@ fn reserve<T>(name: &str, n: u64, size: u64) -> Result<Vec<T>> {
 }
 
 fn f16_le(b: &[u8]) -> f16 {
-    f16::from_le_bytes([b.first().copied().unwrap_or(0), b.get(1).copied().unwrap_or(0)])
+    f16::from_le_bytes([
+        b.first().copied().unwrap_or(0),
+        b.get(1).copied().unwrap_or(0),
+    ])
 }
 
 fn u32_le(b: &[u8]) -> u32 {
@@ -67,7 +70,10 @@ impl TensorDecoder {
     pub fn new(entry: &TensorEntry) -> Result<Self> {
         let name = entry.name.as_str();
         let bad_shape = || Error::Package(format!("tensor `{name}`: bad shape {:?}", entry.shape));
-        let length = entry.encoding.byte_length(&entry.shape).ok_or_else(bad_shape)?;
+        let length = entry
+            .encoding
+            .byte_length(&entry.shape)
+            .ok_or_else(bad_shape)?;
         let values = match entry.encoding {
             Encoding::Dtype(FloatDtype::F16) => Values::F16(reserve(name, length / 2, 2)?),
             Encoding::Dtype(FloatDtype::F32) => Values::F32(reserve(name, length / 4, 4)?),

@@ -235,7 +235,11 @@ mod tests {
         let m = manifest(&[8, 8], (0, 8, 4));
         assert!(m.validate().is_err());
         let m = manifest(&[8, 8], (0, 4, 8));
-        let msg = m.validate().err().map(|e| e.to_string()).unwrap_or_default();
+        let msg = m
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(msg.contains("runs past the last shard: 4"), "{msg}");
         let mut m = manifest(&[8, 8], (0, 4, 4));
         m.validate().unwrap();

@@ -283,10 +283,7 @@ impl ShardStream {
                         format!(
                             "tensor `{}` (which spans shards {} to {}) is missing {missing} of \
                              the {} bytes it has in this shard",
-                            t.entry.name,
-                            t.first_shard,
-                            t.last_shard,
-                            p.bytes
+                            t.entry.name, t.first_shard, t.last_shard, p.bytes
                         )
                     } else {
                         format!(
@@ -356,7 +353,10 @@ impl StreamReader {
             let last_shard = parts.last().map_or(t.shard, |p| p.shard);
             for (k, &part) in parts.iter().enumerate() {
                 let shard = shards.get_mut(part.shard).ok_or_else(|| {
-                    Error::Package(format!("{what}: shard index {} is out of range", part.shard))
+                    Error::Package(format!(
+                        "{what}: shard index {} is out of range",
+                        part.shard
+                    ))
                 })?;
                 shard.plan.push(Piece {
                     tensor: i,
