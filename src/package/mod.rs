@@ -87,7 +87,9 @@ mod dir {
     }
 
     /// Stream every shard of the package in `dir` through the [`StreamReader`], handing each
-    /// tensor to `on_tensor` as soon as it is verified (shard order, offset order within one).
+    /// tensor to `on_tensor` as soon as it is verified (in the order their last bytes lie:
+    /// shard order, offset order within one). Shards go in index order, which a tensor that
+    /// spans several needs.
     pub fn stream_package_dir(
         dir: &Path,
         manifest: &Manifest,
