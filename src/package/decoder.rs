@@ -74,6 +74,13 @@ impl TensorDecoder {
             .encoding
             .byte_length(&entry.shape)
             .ok_or_else(bad_shape)?;
+        if length != entry.length {
+            // `validate` checked this; the segment arithmetic below relies on it.
+            return Err(Error::Package(format!(
+                "tensor `{name}`: length is {} bytes but its shape needs {length}",
+                entry.length
+            )));
+        }
         let values = match entry.encoding {
             Encoding::Dtype(FloatDtype::F16) => Values::F16(reserve(name, length / 2, 2)?),
             Encoding::Dtype(FloatDtype::F32) => Values::F32(reserve(name, length / 4, 4)?),
@@ -170,8 +177,16 @@ impl TensorDecoder {
                 }
                 n
             } else {
-                let room = usize::try_from(seg_end - start).unwrap_or(usize::MAX);
+                let room = usize::try_from(seg_end.saturating_sub(start)).unwrap_or(usize::MAX);
                 let avail = room.min(data.len());
+                if avail == 0 {
+                    // Cannot happen for a validated entry (every array is whole elements and
+                    // `total` stays within the length); refusing keeps the loop finite.
+                    return Err(Error::Package(format!(
+                        "tensor `{}`: byte {start} lies in no array of its layout",
+                        self.entry.name
+                    )));
+                }
                 let whole = avail - avail % elem;
                 if whole > 0 {
                     self.append(start, data.get(..whole).unwrap_or_default());
