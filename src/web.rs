@@ -22,13 +22,12 @@ use wasm_bindgen::JsCast;
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::wgpu::WgpuBackend;
-use crate::backend::HostTensor;
 use crate::error::{Error, GpuErrorKind, Result};
+use crate::model::any_vqa::{AnyVqa, ModelFiles};
 use crate::model::chat::{ChatTemplate, CHAT_TEMPLATE_FILE, TOKENIZER_CONFIG_FILE};
-use crate::model::generate::{Generation, Vqa};
-use crate::model::image::{decode_image, image_to_pixels};
-use crate::model::loader::{load_from_bytes, load_from_sink};
-use crate::quant::load_time::hqq_sink;
+use crate::model::generate::Generation;
+use crate::model::image::decode_image;
+use crate::model::loader::PREPROCESSOR_FILE;
 use crate::selector::decision::{decide, Confidence, Decision};
 use crate::selector::store::SELECTOR_FILE;
 use crate::selector::threshold::CALIBRATION_FILE;
@@ -127,18 +126,32 @@ impl Choice {
     }
 }
 
-/// The model on the backend that answers.
+/// The model on the backend that answers, of either family ([`AnyVqa`]).
 // One engine per page, behind an `Rc`: the variants' sizes do not matter.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Engine {
-    Cpu(Vqa<CpuBackend>),
+    Cpu(AnyVqa<CpuBackend>),
     Gpu(GpuModel),
 }
 
 pub(crate) struct GpuModel {
-    pub(crate) vqa: Vqa<WgpuBackend>,
+    pub(crate) vqa: AnyVqa<WgpuBackend>,
     adapter: String,
 }
+
+/// Run `$body` with `$v` bound to the engine's model, whichever backend it is on.
+macro_rules! on_engine {
+    ($engine:expr, $v:ident => $body:expr) => {
+        match $engine {
+            Engine::Cpu($v) => $body,
+            Engine::Gpu(g) => {
+                let $v = &g.vqa;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use on_engine;
 
 impl Engine {
     pub(crate) fn name(&self) -> &'static str {
@@ -155,35 +168,20 @@ impl Engine {
         }
     }
 
-    fn image_size(&self) -> usize {
-        match self {
-            Engine::Cpu(v) => v.model.cfg.vision_config.image_size,
-            Engine::Gpu(g) => g.vqa.model.cfg.vision_config.image_size,
-        }
-    }
-
     fn hidden_size(&self) -> usize {
-        match self {
-            Engine::Cpu(v) => v.model.cfg.text_config.hidden_size,
-            Engine::Gpu(g) => g.vqa.model.cfg.text_config.hidden_size,
-        }
+        on_engine!(self, v => v.hidden_size())
     }
 
     /// The CPU backend's readback futures are ready at once; awaiting them costs nothing.
-    async fn answer(&self, px: &HostTensor, question: &str) -> Result<Generation> {
-        match self {
-            Engine::Cpu(v) => v.answer(px, question).await,
-            Engine::Gpu(g) => g.vqa.answer(px, question).await,
-        }
+    async fn answer(&self, img: &image::RgbImage, question: &str) -> Result<Generation> {
+        on_engine!(self, v => v.answer_image(img, question).await)
     }
 
-    /// Prompt answers through the checkpoint's chat template when it places an image (as
-    /// `relvqa ask` does); a text-only template stays for `generate` alone.
+    /// Prompt answers through the checkpoint's chat template (see [`AnyVqa::set_chat`]).
     pub(crate) fn set_chat(&mut self, t: Option<&ChatTemplate>) {
-        let t = t.filter(|t| t.takes_images()).cloned();
         match self {
-            Engine::Cpu(v) => v.chat = t,
-            Engine::Gpu(g) => g.vqa.chat = t,
+            Engine::Cpu(v) => v.set_chat(t),
+            Engine::Gpu(g) => g.vqa.set_chat(t),
         }
     }
 
@@ -199,8 +197,8 @@ impl Engine {
     /// source's bytes live only for this call.
     async fn open(
         choice: Choice,
-        build_cpu: impl Fn(CpuBackend) -> Result<Vqa<CpuBackend>>,
-        build_gpu: impl Fn(WgpuBackend) -> Result<Vqa<WgpuBackend>>,
+        build_cpu: impl Fn(CpuBackend) -> Result<AnyVqa<CpuBackend>>,
+        build_gpu: impl Fn(WgpuBackend) -> Result<AnyVqa<WgpuBackend>>,
     ) -> Result<(Engine, Option<String>)> {
         if choice == Choice::Cpu {
             return Ok((Engine::Cpu(build_cpu(CpuBackend::new())?), None));
@@ -223,7 +221,7 @@ impl Engine {
         }
     }
 
-    /// The `compile` stage: on WebGPU, [`Vqa::warm_up`] creates every pipeline now, during
+    /// The `compile` stage: on WebGPU, a one-token answer creates every pipeline now, during
     /// the load, rather than in the user's first question. The CPU has nothing to compile.
     async fn warm_up(&self) -> Result<()> {
         match self {
@@ -283,9 +281,8 @@ impl Inner {
         let t0 = performance_now();
         let engine = self.engine();
         let img = decode_image(image)?;
-        let px = image_to_pixels(&img, engine.image_size())?;
         let t1 = performance_now();
-        let g = match engine.answer(&px, question).await {
+        let g = match engine.answer(&img, question).await {
             Err(e) if gpu_gave_out(&e) && matches!(*engine, Engine::Gpu(_)) => {
                 self.state.borrow_mut().gpu_lost = Some(e.to_string());
                 return Err(e);
@@ -317,8 +314,11 @@ pub struct RelVqa {
 #[wasm_bindgen]
 impl RelVqa {
     /// From the bytes of `config.json`, `tokenizer.json`, `model.safetensors` and, when the
-    /// model has them, `selector.safetensors` and `calibration.json`, on `backend` (`auto`,
-    /// the default, `webgpu` or `cpu`). The bytes are dropped once the model is built.
+    /// model has them, `selector.safetensors`, `calibration.json` and
+    /// `preprocessor_config.json`, on `backend` (`auto`, the default, `webgpu` or `cpu`). The
+    /// family (Idefics3 / SmolVLM or Qwen2-VL) is the config's `model_type`. The bytes are
+    /// dropped once the model is built.
+    #[allow(clippy::too_many_arguments)]
     pub async fn load(
         config: Vec<u8>,
         tokenizer: Vec<u8>,
@@ -326,13 +326,22 @@ impl RelVqa {
         selector: Option<Vec<u8>>,
         calibration: Option<Vec<u8>>,
         backend: Option<String>,
+        preprocessor: Option<Vec<u8>>,
     ) -> std::result::Result<RelVqa, JsError> {
         let t = performance_now();
         let choice = Choice::parse(backend.as_deref()).map_err(js_err)?;
+        let files = ModelFiles {
+            config: &config,
+            tokenizer: &tokenizer,
+            weights: &weights,
+            tokenizer_config: None,
+            chat_template: None,
+            preprocessor: preprocessor.as_deref(),
+        };
         let (engine, fallback) = Engine::open(
             choice,
-            |b| load_from_bytes(b, &config, &tokenizer, &weights),
-            |b| load_from_bytes(b, &config, &tokenizer, &weights),
+            |b| AnyVqa::from_files(b, &files),
+            |b| AnyVqa::from_files(b, &files),
         )
         .await
         .map_err(js_err)?;
@@ -343,8 +352,9 @@ impl RelVqa {
     /// From a package streamed into `loader` (every shard pushed and finished; its tensors
     /// are already on the loader's backend), the bytes of its tokenizer and, when the
     /// manifest lists them, of `selector.safetensors`, `calibration.json`,
-    /// `tokenizer_config.json` and `chat_template.json` (the chat template `generate` uses);
-    /// each file is checked against the manifest's sha256. The backend is the loader's.
+    /// `tokenizer_config.json` and `chat_template.json` (the chat template; `generate` uses it
+    /// too) and `preprocessor_config.json` (the image processor); each file is checked against
+    /// the manifest's sha256. The backend is the loader's.
     #[wasm_bindgen(js_name = loadPackage)]
     pub async fn load_package(
         loader: PackageLoader,
@@ -353,6 +363,7 @@ impl RelVqa {
         calibration: Option<Vec<u8>>,
         tokenizer_config: Option<Vec<u8>>,
         chat_template: Option<Vec<u8>>,
+        preprocessor: Option<Vec<u8>>,
     ) -> std::result::Result<RelVqa, JsError> {
         let t = performance_now();
         let m = loader.manifest();
@@ -363,6 +374,7 @@ impl RelVqa {
             (CALIBRATION_FILE, &calibration),
             (TOKENIZER_CONFIG_FILE, &tokenizer_config),
             (CHAT_TEMPLATE_FILE, &chat_template),
+            (PREPROCESSOR_FILE, &preprocessor),
         ] {
             if let Some(b) = bytes {
                 m.verify_file(name, b).map_err(js_err)?;
@@ -371,9 +383,10 @@ impl RelVqa {
         let chat =
             ChatTemplate::from_checkpoint(tokenizer_config.as_deref(), chat_template.as_deref())
                 .map_err(js_err)?;
-        let (_, built, fallback) = loader.build(&tokenizer).map_err(js_err)?;
-        let mut engine = Engine::from_built(built);
-        engine.set_chat(chat.as_ref());
+        let (_, built, fallback) = loader
+            .build(&tokenizer, chat.as_ref(), preprocessor.as_deref())
+            .map_err(js_err)?;
+        let engine = Engine::from_built(built);
         let m = Self::finish(engine, fallback, selector, calibration, t)?;
         *m.inner.chat.borrow_mut() = chat;
         Ok(m)
@@ -396,11 +409,9 @@ impl RelVqa {
         bits: u32,
         backend: Option<String>,
         progress: Option<js_sys::Function>,
+        preprocessor: Option<Vec<u8>>,
     ) -> std::result::Result<RelVqa, JsError> {
         let t = performance_now();
-        let config = String::from_utf8(config)
-            .map_err(|_| js_err(Error::Config("config.json is not UTF-8".into())))?;
-        let cfg = crate::model::idefics3::Idefics3Config::from_json(&config).map_err(js_err)?;
         let spec = crate::quant::QuantSpec::new(bits, 64).map_err(js_err)?;
         let opts = crate::quant::hqq::HqqOptions::default();
         let report = |done: usize, total: usize| {
@@ -413,17 +424,19 @@ impl RelVqa {
                 );
             }
         };
+        let files = ModelFiles {
+            config: &config,
+            tokenizer: &tokenizer,
+            weights: &weights,
+            tokenizer_config: None,
+            chat_template: None,
+            preprocessor: preprocessor.as_deref(),
+        };
         let choice = Choice::parse(backend.as_deref()).map_err(js_err)?;
         let (engine, fallback) = Engine::open(
             choice,
-            |b| {
-                let sink = hqq_sink(b, &cfg, &weights, spec, &opts, report)?;
-                load_from_sink(sink, &tokenizer)
-            },
-            |b| {
-                let sink = hqq_sink(b, &cfg, &weights, spec, &opts, report)?;
-                load_from_sink(sink, &tokenizer)
-            },
+            |b| AnyVqa::from_files_hqq(b, &files, spec, &opts, report),
+            |b| AnyVqa::from_files_hqq(b, &files, spec, &opts, report),
         )
         .await
         .map_err(js_err)?;
@@ -541,7 +554,7 @@ impl RelVqa {
     pub fn lose_device_for_test(&self) -> bool {
         match &*self.inner.engine() {
             Engine::Gpu(g) => {
-                g.vqa.backend.context().destroy();
+                g.vqa.backend().context().destroy();
                 true
             }
             Engine::Cpu(_) => false,

@@ -20,6 +20,7 @@ use crate::eval::predict::{predict, Scored, Selectors};
 use crate::eval::reliability::{mixed, mixture_result, MixtureResult};
 use crate::eval::shapes::Split;
 use crate::metrics::CurvePoint;
+use crate::model::any_vqa::AnyVqa;
 use crate::model::generate::Vqa;
 use crate::model::loader::load_from_bytes;
 use crate::selector::mlp::Selector;
@@ -141,9 +142,19 @@ impl BenchSession {
         if let Some(b) = &selector {
             m.verify_file(SELECTOR_FILE, b).map_err(js_err)?;
         }
-        let (engine, adapter) = match loader.build(&tokenizer).map_err(js_err)?.1 {
-            Built::Cpu(v) => (Engine::Cpu(v), None),
-            Built::Gpu(v, adapter) => (Engine::Gpu(v), Some(adapter)),
+        // The benchmark's questions are the shapes task's, which only the Idefics3 models
+        // this project trains answer.
+        let not_shapes = |a: crate::model::arch::Architecture| {
+            js_err(Error::Config(format!(
+                "the benchmark runs the shapes task's idefics3 models; this package holds a `{}` model",
+                a.name()
+            )))
+        };
+        let (engine, adapter) = match loader.build(&tokenizer, None, None).map_err(js_err)?.1 {
+            Built::Cpu(AnyVqa::Idefics3(v)) => (Engine::Cpu(v), None),
+            Built::Gpu(AnyVqa::Idefics3(v), adapter) => (Engine::Gpu(v), Some(adapter)),
+            Built::Cpu(m) => return Err(not_shapes(m.architecture())),
+            Built::Gpu(m, _) => return Err(not_shapes(m.architecture())),
         };
         Self::open(engine, adapter, selector, backend)
     }

@@ -2,7 +2,7 @@
 //! the worker can push each shard's bytes as `fetch` delivers them (`response.body`'s reader,
 //! or the Cache API on a repeat visit). Each tensor is verified against its sha256 as soon as
 //! its last byte arrives and goes straight to the backend the loader was opened for (WebGPU
-//! buffers, or the CPU backend's tensors) through a [`WeightSink`]; its host copy is dropped
+//! buffers, or the CPU backend's tensors) through a [`crate::model::weights::WeightSink`]; its host copy is dropped
 //! there, so neither the shards nor the decoded tensors pile up in wasm memory.
 //! `RelVqa.loadPackage` then assembles the model from the weights already on the backend.
 //!
@@ -16,10 +16,8 @@ use wasm_bindgen::prelude::*;
 use crate::backend::cpu::CpuBackend;
 use crate::backend::wgpu::WgpuBackend;
 use crate::error::{Error, Result};
-use crate::model::generate::Vqa;
-use crate::model::idefics3::Idefics3Config;
-use crate::model::loader::{load_from_sink, package_sink};
-use crate::model::weights::WeightSink;
+use crate::model::any_vqa::{AnySink, AnyVqa};
+use crate::model::chat::ChatTemplate;
 use crate::package::{LoadedTensor, Manifest, StreamReader};
 use crate::quant::hqq::HqqOptions;
 use crate::quant::load_time::HqqStage;
@@ -52,9 +50,9 @@ struct ProgressInfo {
 
 /// Where completed tensors go: the backend the model will run on.
 pub(crate) enum Sink {
-    Cpu(WeightSink<CpuBackend>),
+    Cpu(AnySink<CpuBackend>),
     Gpu {
-        sink: WeightSink<WgpuBackend>,
+        sink: AnySink<WgpuBackend>,
         adapter: String,
     },
 }
@@ -69,8 +67,8 @@ impl Sink {
 
     fn uploaded(&self) -> (usize, u64) {
         match self {
-            Sink::Cpu(s) => (s.uploaded(), s.uploaded_bytes()),
-            Sink::Gpu { sink, .. } => (sink.uploaded(), sink.uploaded_bytes()),
+            Sink::Cpu(s) => s.uploaded(),
+            Sink::Gpu { sink, .. } => sink.uploaded(),
         }
     }
 
@@ -86,8 +84,8 @@ impl Sink {
 // Built once per load and moved straight into the engine: the variants' sizes do not matter.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Built {
-    Cpu(Vqa<CpuBackend>),
-    Gpu(Vqa<WgpuBackend>, String),
+    Cpu(AnyVqa<CpuBackend>),
+    Gpu(AnyVqa<WgpuBackend>, String),
 }
 
 /// A package being received: the validated manifest, its streaming reader and the backend
@@ -113,12 +111,20 @@ fn to_js<T: Serialize>(v: &T) -> std::result::Result<JsValue, JsError> {
 
 impl PackageLoader {
     /// Once every shard was finished: the manifest, the model assembled from the uploaded
-    /// weights with `tokenizer`, and why it is on the CPU if WebGPU was asked for.
-    pub(crate) fn build(self, tokenizer: &[u8]) -> Result<(Manifest, Built, Option<String>)> {
+    /// weights with the package's small files, and why it is on the CPU if WebGPU was asked
+    /// for.
+    pub(crate) fn build(
+        self,
+        tokenizer: &[u8],
+        template: Option<&ChatTemplate>,
+        preprocessor: Option<&[u8]>,
+    ) -> Result<(Manifest, Built, Option<String>)> {
         self.reader.finish()?;
         let built = match self.sink {
-            Sink::Cpu(s) => Built::Cpu(load_from_sink(s, tokenizer)?),
-            Sink::Gpu { sink, adapter } => Built::Gpu(load_from_sink(sink, tokenizer)?, adapter),
+            Sink::Cpu(s) => Built::Cpu(s.build(tokenizer, template, preprocessor)?),
+            Sink::Gpu { sink, adapter } => {
+                Built::Gpu(sink.build(tokenizer, template, preprocessor)?, adapter)
+            }
         };
         Ok((self.manifest, built, self.fallback))
     }
@@ -150,21 +156,22 @@ impl PackageLoader {
         let hqq = match quantize_bits {
             None => None,
             Some(bits) => {
-                let cfg =
-                    Idefics3Config::from_json(&manifest.config.to_string()).map_err(js_err)?;
                 let spec = QuantSpec::new(bits, 64).map_err(js_err)?;
-                Some(HqqStage::new(&cfg, spec, HqqOptions::default()).map_err(js_err)?)
+                Some(
+                    HqqStage::for_manifest(&manifest, spec, HqqOptions::default())
+                        .map_err(js_err)?,
+                )
             }
         };
         let choice = Choice::parse(backend.as_deref()).map_err(js_err)?;
-        let cpu = |m: &Manifest| package_sink(CpuBackend::new(), m).map(Sink::Cpu);
+        let cpu = |m: &Manifest| AnySink::for_manifest(CpuBackend::new(), m).map(Sink::Cpu);
         let (sink, fallback) = if choice == Choice::Cpu {
             (cpu(&manifest).map_err(js_err)?, None)
         } else {
             match WgpuBackend::new().await {
                 Ok(b) => {
                     let adapter = b.context().info().adapter.clone();
-                    let sink = package_sink(b, &manifest).map_err(js_err)?;
+                    let sink = AnySink::for_manifest(b, &manifest).map_err(js_err)?;
                     (Sink::Gpu { sink, adapter }, None)
                 }
                 Err(e @ Error::Gpu { .. }) => {

@@ -13,7 +13,7 @@ use std::rc::Rc;
 use crate::error::{Error, Result};
 use crate::model::chat::{user_prompt, ChatTemplate};
 use crate::model::text_gen::{TextGeneration, TextReport};
-use crate::web::{gpu_gave_out, js_err, performance_now, Engine, Inner, RelVqa};
+use crate::web::{gpu_gave_out, js_err, on_engine, performance_now, Engine, Inner, RelVqa};
 
 /// What `generate` resolves to: `relvqa generate --json`'s object plus where it ran.
 #[derive(Serialize)]
@@ -27,17 +27,7 @@ struct WebText<'a> {
 impl Engine {
     async fn generate_text(&self, prompt: &str, max_new: usize) -> Result<TextGeneration> {
         let now = || performance_now();
-        match self {
-            Engine::Cpu(v) => {
-                let ids = v.tokenizer.encode(prompt)?;
-                v.generate_text(&ids, max_new, &v.stop_ids(), &now).await
-            }
-            Engine::Gpu(g) => {
-                let v = &g.vqa;
-                let ids = v.tokenizer.encode(prompt)?;
-                v.generate_text(&ids, max_new, &v.stop_ids(), &now).await
-            }
-        }
+        on_engine!(self, v => v.generate(prompt, max_new, &now).await)
     }
 }
 

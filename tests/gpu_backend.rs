@@ -129,6 +129,45 @@ fn half_weights_split_across_bindings_match_cpu() {
     }
 }
 
+/// f16 values straight from a package (`upload_f16`, converted a slice at a time) give exactly
+/// what uploading them widened to f32 gives: as f32 tensors and as half weights, whole and
+/// split across bindings, larger than one conversion slice (4 MiB), odd lengths included.
+#[test]
+fn f16_uploads_equal_widened_f32_uploads() {
+    let small = gpu_backend_with(&GpuOptions {
+        max_storage_binding: Some(16 << 10),
+        ..GpuOptions::default()
+    });
+    let small_shapes = vec![vec![7usize], vec![3, 5], vec![300, 48]];
+    // 1100 x 1024 values: more than one 4 MiB conversion slice of f32.
+    let whole_shapes = vec![vec![7usize], vec![3, 5], vec![1100, 1024]];
+    for (g, shapes) in [(gpu_backend(), whole_shapes), (small, small_shapes)] {
+        for shape in shapes {
+            let n: usize = shape.iter().product();
+            let v: Vec<half::f16> = rand_vec(&mut rng(31), n, -2.0, 2.0)
+                .into_iter()
+                .map(half::f16::from_f32)
+                .collect();
+            let wide = HostTensor::new(shape.clone(), v.iter().map(|x| x.to_f32()).collect())
+                .expect("host");
+            for weight in [false, true] {
+                let got = g.upload_f16(&shape, &v, weight).expect("upload_f16");
+                let want = if weight {
+                    g.upload_half_weight(&wide).expect("half")
+                } else {
+                    g.upload(&wide).expect("f32")
+                };
+                assert_eq!(got.parts(), want.parts(), "{shape:?} weight={weight}");
+                let read = |t| pollster::block_on(g.read_f32(t)).expect("read").data;
+                assert_eq!(read(&got), wide.data, "{shape:?} weight={weight}");
+                assert_eq!(read(&want), wide.data, "{shape:?} weight={weight}");
+            }
+        }
+    }
+    let g = gpu_backend();
+    assert!(g.upload_f16(&[2, 3], &[half::f16::ZERO; 5], false).is_err());
+}
+
 /// A device whose storage bindings are capped below the weights' size: the backend splits
 /// them by rows, and linear layers and embeddings still match the CPU.
 #[test]

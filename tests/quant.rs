@@ -119,7 +119,13 @@ fn load_config_and_tok() -> (Idefics3Config, VqaTokenizer, Vec<u8>) {
 #[test]
 fn mbq_output_error_is_at_most_rtn_on_held_out_samples() {
     let (cfg, tok, weights) = load_config_and_tok();
-    let held_out = mbq::calibrate(&cfg, &tok, &weights, 1_000_000, 48, |_| {}).expect("calib");
+    let held_out = mbq::calibrate(
+        &mbq::Idefics3Source::new(&cfg, &tok, &weights),
+        1_000_000,
+        48,
+        |_| {},
+    )
+    .expect("calib");
     let dev = candle_core::Device::Cpu;
     let vis: Vec<f32> = held_out.vision.iter().map(|&v| v as u8 as f32).collect();
     let vision = candle_core::Tensor::from_vec(vis, held_out.vision.len(), &dev).expect("mask");

@@ -1,7 +1,7 @@
 //! Qwen2-VL quantized packages: `relvqa quantize` of the committed tiny fixture, loaded
 //! through the same streaming sink as Idefics3 packages, against load-time HQQ
 //! (`load_dir_with(.., Some(hqq))`, which `relvqa ask --hqq-bits` runs) on CPU and GPU, through
-//! `relvqa ask`, and with bad input.
+//! `relvqa ask`, and with bad input. MBQ packages: tests/qwen2vl_mbq.rs.
 
 mod common;
 
@@ -242,20 +242,20 @@ fn package_missing_a_tensor_names_it() {
     );
 }
 
-/// MBQ (and --vision) on Qwen2-VL: a typed error that says what to use instead, from the
-/// library and from the CLI; and an Idefics3-only command given a Qwen2-VL package says so.
+/// --vision on Qwen2-VL: a typed error that says what to use instead; and an Idefics3-only
+/// command given a Qwen2-VL package says so. (MBQ builds Qwen2-VL packages: tests/qwen2vl_mbq.rs.)
 #[test]
-fn mbq_on_qwen2vl_is_a_clear_error() {
+fn vision_on_qwen2vl_is_a_clear_error() {
     let o = QuantizeOptions {
-        method: Method::Mbq,
+        method: Method::Hqq,
         spec: QuantSpec::new(4, 32).expect("spec"),
         calib: 4,
-        vision: false,
+        vision: true,
         hqq: HqqOptions::default(),
     };
     let e = quantize_dir(&fixture(), &o, |_, _, _| {})
         .err()
-        .expect("mbq refused");
+        .expect("vision refused");
     assert!(
         matches!(
             &e,
@@ -266,29 +266,7 @@ fn mbq_on_qwen2vl_is_a_clear_error() {
         ),
         "{e:?}"
     );
-    assert!(e.to_string().contains("--method hqq"), "{e}");
-    let e = quantize_dir(
-        &fixture(),
-        &QuantizeOptions {
-            method: Method::Hqq,
-            vision: true,
-            ..o
-        },
-        |_, _, _| {},
-    )
-    .err()
-    .expect("vision refused");
-    assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
-
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let out = quantize_cli("mbq", 4, &tmp.path().join("pkg"));
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("MBQ quantization is not supported for Qwen2-VL models yet"),
-        "{stderr}"
-    );
-    assert!(!tmp.path().join("pkg").exists());
+    assert!(e.to_string().contains("leave out --vision"), "{e}");
 
     let pkg = hqq4_package();
     let e = relvqa::model::loader::load_path(CpuBackend::new(), &pkg.path().join("pkg"))

@@ -340,7 +340,7 @@ function currentVariant() {
 
 /** Files the worker reads from a model folder (the rest of a checkpoint is not needed). */
 const MODEL_FILES = ['config.json', 'tokenizer.json', 'model.safetensors', 'selector.safetensors',
-  'calibration.json', 'tokenizer_config.json', 'chat_template.json'];
+  'calibration.json', 'tokenizer_config.json', 'chat_template.json', 'preprocessor_config.json'];
 
 /**
  * The model named in "Another model": a URL (a package streams; a Hugging Face folder is

@@ -159,10 +159,11 @@ export async function streamPackage(loader, base, stats, post) {
   }
   post({ type: 'progress', stage: 'verify', loaded: total, total });
   const extra = async (name) => (loader.hasFile(name) ? fetchBytes(`${base}/${name}`, true) : undefined);
-  const [tokenizer, selector, calibration, tokenizerConfig, chatTemplate] = await Promise.all([
+  const [tokenizer, selector, calibration, tokenizerConfig, chatTemplate, preprocessor] = await Promise.all([
     fetchBytes(`${base}/${loader.tokenizerFile}`, true),
     extra('selector.safetensors'), extra('calibration.json'),
     extra('tokenizer_config.json'), extra('chat_template.json'),
+    extra('preprocessor_config.json'),
   ]);
-  return { tokenizer, selector, calibration, tokenizerConfig, chatTemplate };
+  return { tokenizer, selector, calibration, tokenizerConfig, chatTemplate, preprocessor };
 }

@@ -35,7 +35,8 @@ import init, {
 import { fetchBytes, streamPackage, GpuFailed } from './package-stream.js';
 
 const REQUIRED = ['config.json', 'tokenizer.json', 'model.safetensors'];
-const OPTIONAL = ['selector.safetensors', 'calibration.json'];
+// The image processor's settings: a SmolVLM that tiles images, Qwen2-VL's pixel limits.
+const OPTIONAL = ['selector.safetensors', 'calibration.json', 'preprocessor_config.json'];
 // The chat template `generate` renders prompts with (either file may hold it).
 const CHAT = ['tokenizer_config.json', 'chat_template.json'];
 
@@ -74,6 +75,7 @@ async function loadDir({ base, urls }, backend) {
   return withChat(await RelVqa.load(
     files['config.json'], files['tokenizer.json'], files['model.safetensors'],
     files['selector.safetensors'], files['calibration.json'], backend,
+    files['preprocessor_config.json'],
   ), files);
 }
 
@@ -85,6 +87,7 @@ async function loadQuantizedDir({ base, bits, urls }, backend) {
     files['config.json'], files['tokenizer.json'], files['model.safetensors'],
     files['selector.safetensors'], files['calibration.json'], bits, backend,
     (loaded, total) => postMessage({ type: 'progress', stage: 'quantize', loaded, total }),
+    files['preprocessor_config.json'],
   ), files);
 }
 
@@ -109,11 +112,15 @@ async function loadPackage({ base, bits, manifest: known }, backend, stats) {
       files = await streamPackage(loader, base, stats, postMessage);
     }
     postMessage({ type: 'progress', stage: 'upload', loaded: 0, total: 0 });
-    const { tokenizer, selector, calibration, tokenizerConfig, chatTemplate } = files;
+    const {
+      tokenizer, selector, calibration, tokenizerConfig, chatTemplate, preprocessor,
+    } = files;
     // loadPackage takes the loader over (and frees it), whatever the outcome.
     const l = loader;
     loader = null;
-    const m = await RelVqa.loadPackage(l, tokenizer, selector, calibration, tokenizerConfig, chatTemplate);
+    const m = await RelVqa.loadPackage(
+      l, tokenizer, selector, calibration, tokenizerConfig, chatTemplate, preprocessor,
+    );
     if (fallback) m.fallback = fallback;
     return m;
   } finally {

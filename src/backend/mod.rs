@@ -91,6 +91,19 @@ pub trait Backend: Clone + std::fmt::Debug {
         self.upload(t)
     }
 
+    /// A float tensor from the f16 values a package stores: what [`Backend::upload`] (or
+    /// [`Backend::upload_half_weight`] for a linear's `weight`) gives for them widened to f32.
+    /// The GPU backend converts a slice at a time, so a large embedding's f32 copy never
+    /// exists whole in host (on the web: wasm) memory.
+    fn upload_f16(&self, shape: &[usize], v: &[half::f16], weight: bool) -> Result<Self::Tensor> {
+        let t = HostTensor::new(shape.to_vec(), v.iter().map(|x| x.to_f32()).collect())?;
+        if weight {
+            self.upload_half_weight(&t)
+        } else {
+            self.upload(&t)
+        }
+    }
+
     fn upload_packed(&self, w: &PackedTensor) -> Result<Self::Packed>;
     /// `x [.., in] · Wᵀ + bias` for a packed `W [out, in]`: the fused dequantize-and-multiply.
     fn linear_packed(

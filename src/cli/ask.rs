@@ -7,11 +7,9 @@ use super::calibrate::load_calibration;
 use super::{with_backend, BackendArg, ModelArg};
 use crate::backend::{Backend, HostTensor};
 use crate::error::{Error, Result};
-use crate::model::arch::Architecture;
+use crate::model::any_vqa::AnyVqa;
 use crate::model::generate::Vqa;
-use crate::model::idefics3::processor::{preprocess, ProcessedImage, ProcessorOptions};
-use crate::model::image::{decode_image, image_to_pixels};
-use crate::model::loader::PREPROCESSOR_FILE;
+use crate::model::image::decode_image;
 use crate::selector::decision::{self, Confidence, Decision};
 use crate::selector::store;
 
@@ -40,7 +38,8 @@ pub struct AskArgs {
     /// HQQ group size (must divide every quantized linear's input dimension).
     #[arg(long, default_value_t = crate::quant::spec::DEFAULT_GROUP)]
     hqq_group: usize,
-    /// Longest answer in tokens (Qwen2-VL; the shapes model's answers are one word).
+    /// Longest answer in tokens (Qwen2-VL; Idefics3 models keep their own limit, 8: the
+    /// shapes model's answers are one word).
     #[arg(long, default_value_t = 32)]
     max_new_tokens: usize,
 }
@@ -78,70 +77,9 @@ pub fn run(a: AskArgs) -> Result<()> {
     with_backend!(a.backend.backend, |b| run_on(b, &a))
 }
 
+/// Either family (the config's `model_type`), its own processor and chat template, the
+/// library's decision rule: the path the page takes too.
 fn run_on<B: Backend>(backend: B, a: &AskArgs) -> Result<()> {
-    if let Ok(Architecture::Qwen2Vl) = crate::model::loader::architecture_of(&a.model.model) {
-        return run_qwen2vl(backend, a);
-    }
-    if a.hqq_bits.is_some() {
-        return Err(Error::Invalid(
-            "--hqq-bits quantizes Qwen2-VL checkpoints as they load; for an Idefics3 model, \
-             build a package with `relvqa quantize --method hqq` and pass it as --model"
-                .into(),
-        ));
-    }
-    let t0 = Instant::now();
-    let mut vqa = a.model.load_on(backend)?;
-    // The prompt comes from the checkpoint's chat template when it ships one that places an
-    // image (real SmolVLM's); otherwise SmolVLM's format, built in.
-    vqa.chat = super::text::chat_template(&a.model.model)?.filter(|t| t.takes_images());
-    let confidence = load_confidence(&a.model.model, vqa.model.cfg.text_config.hidden_size)?;
-    let load_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let t1 = Instant::now();
-    let img = read_image(&a.image)?;
-    // A real SmolVLM / Idefics3 checkpoint: its processor's tiles and tiled prompt; otherwise
-    // one image resized to the model's input, which is an unsplit processed image.
-    let image = match tiling_processor(&a.model.model)? {
-        Some(opts) => preprocess(&img, &opts)?,
-        None => ProcessedImage {
-            pixels: image_to_pixels(&img, vqa.model.cfg.vision_config.image_size)?,
-            rows: 0,
-            cols: 0,
-        },
-    };
-    let pre_ms = t1.elapsed().as_secs_f64() * 1e3;
-    let t2 = Instant::now();
-    let g = pollster::block_on(vqa.answer_processed(&image, &a.question))?;
-    let gen_ms = t2.elapsed().as_secs_f64() * 1e3;
-    let mut d = decision::decide(g, &confidence, a.risk, vqa.backend.name())?;
-    d.timings_ms["generate"] = gen_ms.into();
-    d.timings_ms["load"] = load_ms.into();
-    d.timings_ms["preprocess"] = pre_ms.into();
-    print_decision(a, &d)
-}
-
-/// A PNG or JPEG file, decoded; errors name the file.
-fn read_image(path: &std::path::Path) -> Result<image::RgbImage> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path.display().to_string(), e))?;
-    decode_image(&bytes).map_err(|e| Error::Image(format!("{}: {e}", path.display())))
-}
-
-/// The checkpoint's image processor when it splits images into tiles (`preprocessor_config.json`
-/// with `do_image_splitting`, as real SmolVLM / Idefics3 checkpoints ship). Without one the
-/// model sees one image resized to its input size: the shapes model's processor does exactly
-/// that for its square images (`do_image_splitting: false`), and the page does the same.
-fn tiling_processor(dir: &std::path::Path) -> Result<Option<ProcessorOptions>> {
-    let Some(bytes) = crate::package::read_model_file(dir, PREPROCESSOR_FILE)? else {
-        return Ok(None);
-    };
-    let text = String::from_utf8(bytes)
-        .map_err(|_| Error::Config(format!("{PREPROCESSOR_FILE} is not UTF-8")))?;
-    let opts = ProcessorOptions::from_preprocessor_json(&text)?;
-    Ok(opts.split.then_some(opts))
-}
-
-/// A Qwen2-VL checkpoint or package: its own processor and chat template, the same decision
-/// rule. (An unreadable directory falls through to the Idefics3 loader, which says why.)
-fn run_qwen2vl<B: Backend>(backend: B, a: &AskArgs) -> Result<()> {
     let t0 = Instant::now();
     let hqq = match a.hqq_bits {
         Some(bits) => Some((
@@ -150,17 +88,21 @@ fn run_qwen2vl<B: Backend>(backend: B, a: &AskArgs) -> Result<()> {
         )),
         None => None,
     };
-    let m = crate::model::qwen2vl::loader::load_path(backend, &a.model.model, hqq)?;
-    let confidence = load_confidence(&a.model.model, m.model.cfg.text.hidden_size)?;
+    let mut m = AnyVqa::load_path(backend, &a.model.model, hqq)?;
+    if let AnyVqa::Qwen2Vl(q) = &mut m {
+        q.max_new_tokens = a.max_new_tokens;
+    }
+    let confidence = load_confidence(&a.model.model, m.hidden_size())?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let t1 = Instant::now();
-    let img = read_image(&a.image)?;
-    let inputs = m.inputs(&img, &a.question)?;
+    let bytes = std::fs::read(&a.image).map_err(|e| Error::io(a.image.display().to_string(), e))?;
+    let img =
+        decode_image(&bytes).map_err(|e| Error::Image(format!("{}: {e}", a.image.display())))?;
     let pre_ms = t1.elapsed().as_secs_f64() * 1e3;
     let t2 = Instant::now();
-    let g = pollster::block_on(m.answer(&inputs, a.max_new_tokens))?;
+    let g = pollster::block_on(m.answer_image(&img, &a.question))?;
     let gen_ms = t2.elapsed().as_secs_f64() * 1e3;
-    let mut d = decision::decide(g, &confidence, a.risk, m.backend.name())?;
+    let mut d = decision::decide(g, &confidence, a.risk, m.backend().name())?;
     d.timings_ms["generate"] = gen_ms.into();
     d.timings_ms["load"] = load_ms.into();
     d.timings_ms["preprocess"] = pre_ms.into();

@@ -21,8 +21,8 @@ pub const REPORT_FILE: &str = "quantize_report.json";
 pub struct QuantizeArgs {
     #[command(flatten)]
     model: ModelArg,
-    /// rtn (round-to-nearest), hqq (data-free) or mbq (data-aware, modality-balanced; Idefics3
-    /// only for now: a Qwen2-VL model is refused with a clear error).
+    /// rtn (round-to-nearest), hqq (data-free) or mbq (data-aware, modality-balanced;
+    /// calibrates on train-split samples through the model's own prompt format).
     #[arg(long)]
     method: String,
     /// 8, 4, 3 or 2.
@@ -123,6 +123,10 @@ pub fn run(a: QuantizeArgs) -> Result<()> {
         );
     }
     if !r.mbq_scales.is_empty() {
+        println!(
+            "MBQ vision/text gradient ratio per layer, measured: attn {:?}, mlp {:?}",
+            r.mbq_raw_ratio_attn, r.mbq_raw_ratio_mlp
+        );
         println!(
             "MBQ vision/text ratio per layer (floored at median): attn {:?}, mlp {:?}",
             r.mbq_ratio_attn, r.mbq_ratio_mlp

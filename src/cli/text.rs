@@ -2,14 +2,14 @@
 //! checkpoint's own chat template. These are how a converted real checkpoint (SmolLM2 from
 //! GGUF) is checked: coherent text, and perplexity per bit width.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use super::{with_backend, BackendArg, ModelArg};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::model::chat::{user_prompt, ChatTemplate, CHAT_TEMPLATE_FILE, TOKENIZER_CONFIG_FILE};
-use crate::package::read_model_file;
+use crate::model::any_vqa::AnyVqa;
+use crate::model::chat::{user_prompt, ChatTemplate};
 
 /// The fixed English text perplexity is measured on by default (the Apache License 2.0, which
 /// ships with this repository's dependencies and is not in any model's chat data format).
@@ -53,28 +53,20 @@ pub struct PerplexityArgs {
     json: bool,
 }
 
-/// The model's chat template, from its directory or package.
-pub fn chat_template(dir: &Path) -> Result<Option<ChatTemplate>> {
-    let tc = read_model_file(dir, TOKENIZER_CONFIG_FILE)?;
-    let ct = read_model_file(dir, CHAT_TEMPLATE_FILE)?;
-    ChatTemplate::from_checkpoint(tc.as_deref(), ct.as_deref())
-}
-
 fn generate_on<B: Backend>(a: &GenerateArgs, b: B) -> Result<()> {
     let t = Instant::now();
-    let vqa = a.model.load_on(b)?;
+    let m = AnyVqa::load_path(b, &a.model.model, None)?;
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
     let template = if a.raw {
         None
     } else {
-        chat_template(&a.model.model)?
+        ChatTemplate::from_model_dir(&a.model.model)?
     };
     let prompt = user_prompt(template.as_ref(), &a.prompt, a.raw)?;
-    let ids = vqa.tokenizer.encode(&prompt)?;
     let clock = Instant::now();
     let now = || clock.elapsed().as_secs_f64() * 1e3;
-    let g = pollster::block_on(vqa.generate_text(&ids, a.max_new_tokens, &vqa.stop_ids(), &now))?;
-    let r = g.report(&prompt, vqa.backend.name());
+    let g = pollster::block_on(m.generate(&prompt, a.max_new_tokens, &now))?;
+    let r = g.report(&prompt, m.backend().name());
     if a.json {
         let mut v = serde_json::to_value(&r).map_err(|e| Error::Invalid(e.to_string()))?;
         v["load_ms"] = load_ms.into();

@@ -97,6 +97,17 @@ pub fn user_prompt(template: Option<&ChatTemplate>, message: &str, raw: bool) ->
 }
 
 impl ChatTemplate {
+    /// The template of a model or package directory (a package's files checked against
+    /// its manifest).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn from_model_dir(dir: &std::path::Path) -> Result<Option<Self>> {
+        use crate::package::read_model_file;
+        Self::from_checkpoint(
+            read_model_file(dir, TOKENIZER_CONFIG_FILE)?.as_deref(),
+            read_model_file(dir, CHAT_TEMPLATE_FILE)?.as_deref(),
+        )
+    }
+
     /// The template from a checkpoint's files (either may be absent); `None` when neither
     /// holds one. `chat_template.json` wins, as in transformers.
     pub fn from_checkpoint(

@@ -3,7 +3,9 @@
 
 use crate::backend::{Backend, HostTensor};
 use crate::error::{Error, Result};
+use crate::model::idefics3::processor::{preprocess, ProcessedImage, ProcessorOptions};
 use crate::model::idefics3::Idefics3;
+use crate::model::image::image_to_pixels;
 use crate::model::prompt::{build_prompt_templated, build_prompt_tiled, Prompt};
 use crate::model::tokenizer::VqaTokenizer;
 
@@ -58,6 +60,11 @@ pub struct Vqa<B: Backend> {
     /// The checkpoint's chat template, when the prompt should come from it
     /// ([`crate::model::prompt::build_prompt_templated`]); `None`: SmolVLM's format, built in.
     pub chat: Option<crate::model::chat::ChatTemplate>,
+    /// The checkpoint's image processor when it splits images into tiles
+    /// (`preprocessor_config.json` with `do_image_splitting`, as real SmolVLM / Idefics3
+    /// checkpoints ship); `None`: one image resized to the vision tower's input, which is what
+    /// the shapes model's processor does for its square images.
+    pub processor: Option<ProcessorOptions>,
 }
 
 /// Softmax of one logit row on the host: (argmax, its probability, entropy).
@@ -202,7 +209,42 @@ impl<B: Backend> Vqa<B> {
             tokenizer,
             max_new_tokens: 8,
             chat: None,
+            processor: None,
         }
+    }
+
+    /// Use the checkpoint's `preprocessor_config.json` (its bytes): a processor that splits
+    /// images makes [`Vqa::answer_image`] tile them; one that does not changes nothing.
+    pub fn set_processor(&mut self, preprocessor_config: Option<&[u8]>) -> Result<()> {
+        self.processor = match preprocessor_config {
+            None => None,
+            Some(bytes) => {
+                let text = std::str::from_utf8(bytes).map_err(|_| {
+                    Error::Config(format!(
+                        "{} is not UTF-8",
+                        crate::model::loader::PREPROCESSOR_FILE
+                    ))
+                })?;
+                let opts = ProcessorOptions::from_preprocessor_json(text)?;
+                opts.split.then_some(opts)
+            }
+        };
+        Ok(())
+    }
+
+    /// Answer `question` about a decoded image, prepared as the checkpoint's processor would
+    /// (tiles when it splits, else one image at the vision tower's size): the path `relvqa
+    /// ask` and the page share.
+    pub async fn answer_image(&self, img: &image::RgbImage, question: &str) -> Result<Generation> {
+        let image = match &self.processor {
+            Some(opts) => preprocess(img, opts)?,
+            None => ProcessedImage {
+                pixels: image_to_pixels(img, self.model.cfg.vision_config.image_size)?,
+                rows: 0,
+                cols: 0,
+            },
+        };
+        self.answer_processed(&image, question).await
     }
 
     /// The prompt for `question`, refusing questions that leave no room for an answer.
@@ -233,7 +275,7 @@ impl<B: Backend> Vqa<B> {
     /// each tile (`<row_r_col_c>`), exactly as `Idefics3Processor` builds it.
     pub async fn answer_processed(
         &self,
-        image: &crate::model::idefics3::processor::ProcessedImage,
+        image: &ProcessedImage,
         question: &str,
     ) -> Result<Generation> {
         let prompt = self.prompt_tiled((image.rows, image.cols), question)?;

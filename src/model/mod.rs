@@ -1,5 +1,6 @@
 //! Model definitions, written once against [`crate::backend::Backend`].
 
+pub mod any_vqa;
 pub mod arch;
 pub mod chat;
 pub mod decoder;

@@ -6,19 +6,134 @@
 
 use crate::backend::{Backend, HostTensor};
 use crate::error::{Error, Result};
+use crate::model::decoder::KvCache;
 use crate::model::generate::{pick_greedy, Vqa};
-use crate::model::idefics3::KvCache;
+use crate::model::qwen2vl::loader::Qwen2VlModel;
+
+/// A language model seen without its vision tower: what text-only generation needs from
+/// either family. The two differ in how a prompt starts (Qwen2-VL's M-RoPE sets the cache's
+/// position offset in the prefill) and in their tokenizers; the greedy loop, its stop rule and
+/// its timing are the same, so they are written once against this trait.
+pub trait CausalLm<B: Backend> {
+    fn lm_backend(&self) -> &B;
+    /// Positions the model has (prompt plus new tokens).
+    fn context(&self) -> usize;
+    fn lm_cache(&self, positions: usize) -> KvCache<B>;
+    /// The prompt's final hidden states `[1, s, d]`, into an empty cache.
+    fn prefill(&self, ids: &[u32], cache: &mut KvCache<B>) -> Result<B::Tensor>;
+    /// One more token after the cache's contents.
+    fn step(&self, token: u32, cache: &mut KvCache<B>) -> Result<B::Tensor>;
+    fn lm_logits(&self, hidden: &B::Tensor) -> Result<B::Tensor>;
+    fn encode_text(&self, text: &str) -> Result<Vec<u32>>;
+    fn decode_text(&self, ids: &[u32]) -> Result<String>;
+    fn token_id(&self, token: &str) -> Option<u32>;
+    fn eos_ids(&self) -> Vec<u32>;
+
+    /// Tokens that end an assistant turn in the chat formats we know (where the vocabulary
+    /// has them), plus the config's end-of-sequence ids.
+    fn stop_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = ["<|im_end|>", "<end_of_utterance>", "<|endoftext|>"]
+            .iter()
+            .filter_map(|t| self.token_id(t))
+            .collect();
+        ids.extend(self.eos_ids());
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+}
+
+impl<B: Backend> CausalLm<B> for Vqa<B> {
+    fn lm_backend(&self) -> &B {
+        &self.backend
+    }
+    fn context(&self) -> usize {
+        self.model.cfg.text_config.max_position_embeddings
+    }
+    fn lm_cache(&self, positions: usize) -> KvCache<B> {
+        self.model.new_cache(positions)
+    }
+    fn prefill(&self, ids: &[u32], cache: &mut KvCache<B>) -> Result<B::Tensor> {
+        self.model
+            .forward_tokens(&self.backend, ids, 1, Some(cache))
+    }
+    fn step(&self, token: u32, cache: &mut KvCache<B>) -> Result<B::Tensor> {
+        self.model
+            .forward_tokens(&self.backend, &[token], 1, Some(cache))
+    }
+    fn lm_logits(&self, hidden: &B::Tensor) -> Result<B::Tensor> {
+        self.model.logits(&self.backend, hidden)
+    }
+    fn encode_text(&self, text: &str) -> Result<Vec<u32>> {
+        self.tokenizer.encode(text)
+    }
+    fn decode_text(&self, ids: &[u32]) -> Result<String> {
+        self.tokenizer.decode(ids)
+    }
+    fn token_id(&self, token: &str) -> Option<u32> {
+        self.tokenizer.token_to_id(token)
+    }
+    fn eos_ids(&self) -> Vec<u32> {
+        self.model
+            .cfg
+            .text_config
+            .eos_token_id
+            .into_iter()
+            .collect()
+    }
+}
+
+impl<B: Backend> CausalLm<B> for Qwen2VlModel<B> {
+    fn lm_backend(&self) -> &B {
+        &self.backend
+    }
+    fn context(&self) -> usize {
+        self.model.cfg.text.max_position_embeddings
+    }
+    fn lm_cache(&self, positions: usize) -> KvCache<B> {
+        self.model.new_cache(positions)
+    }
+    fn prefill(&self, ids: &[u32], cache: &mut KvCache<B>) -> Result<B::Tensor> {
+        self.model
+            .forward_prompt(&self.backend, ids, None, &[], Some(cache))
+    }
+    fn step(&self, token: u32, cache: &mut KvCache<B>) -> Result<B::Tensor> {
+        self.model.forward_tokens(&self.backend, &[token], cache)
+    }
+    fn lm_logits(&self, hidden: &B::Tensor) -> Result<B::Tensor> {
+        self.model.logits(&self.backend, hidden)
+    }
+    fn encode_text(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?
+            .get_ids()
+            .to_vec())
+    }
+    fn decode_text(&self, ids: &[u32]) -> Result<String> {
+        self.tokenizer
+            .decode(ids, true)
+            .map_err(|e| Error::Tokenizer(e.to_string()))
+    }
+    fn token_id(&self, token: &str) -> Option<u32> {
+        self.tokenizer.token_to_id(token)
+    }
+    fn eos_ids(&self) -> Vec<u32> {
+        self.model.cfg.text.eos_token_id.into_iter().collect()
+    }
+}
 
 /// An in-progress greedy decode: the KV cache and the hidden state the next token comes from.
-pub struct TextDecoder<'a, B: Backend> {
-    vqa: &'a Vqa<B>,
+pub struct TextDecoder<'a, B: Backend, M: CausalLm<B>> {
+    lm: &'a M,
     cache: KvCache<B>,
     last: B::Tensor,
     /// Tokens in the cache (prompt plus pushed tokens).
     pub len: usize,
 }
 
-/// What [`Vqa::generate_text`] returns.
+/// What [`generate_text`] returns.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct TextGeneration {
     pub prompt_tokens: usize,
@@ -34,7 +149,7 @@ pub struct TextGeneration {
     pub decode_ms: f64,
 }
 
-/// Longest prompt text [`Vqa::generate_text`]'s callers tokenize: far beyond any context
+/// Longest prompt text [`generate_text`]'s callers tokenize: far beyond any context
 /// these models have, small enough that tokenizing it cannot stall a tab.
 pub const MAX_PROMPT_BYTES: usize = 64 * 1024;
 
@@ -82,10 +197,10 @@ fn non_finite<B: Backend>(b: &B, op: &'static str) -> Error {
     }
 }
 
-impl<'a, B: Backend> TextDecoder<'a, B> {
+impl<'a, B: Backend, M: CausalLm<B>> TextDecoder<'a, B, M> {
     /// Prefill `ids` (no image) with room for `max_new` more tokens.
-    pub fn start(vqa: &'a Vqa<B>, ids: &[u32], max_new: usize) -> Result<Self> {
-        let ctx = vqa.model.cfg.text_config.max_position_embeddings;
+    pub fn start(lm: &'a M, ids: &[u32], max_new: usize) -> Result<Self> {
+        let ctx = lm.context();
         if ids.is_empty() {
             return Err(Error::Question("the prompt has no tokens".into()));
         }
@@ -95,12 +210,11 @@ impl<'a, B: Backend> TextDecoder<'a, B> {
                 ids.len()
             )));
         }
-        let b = &vqa.backend;
-        let mut cache = vqa.model.new_cache(ids.len() + max_new);
-        let hidden = vqa.model.forward_tokens(b, ids, 1, Some(&mut cache))?;
-        let last = b.narrow(&hidden, 1, ids.len() - 1, 1)?;
+        let mut cache = lm.lm_cache(ids.len() + max_new);
+        let hidden = lm.prefill(ids, &mut cache)?;
+        let last = lm.lm_backend().narrow(&hidden, 1, ids.len() - 1, 1)?;
         Ok(Self {
-            vqa,
+            lm,
             cache,
             last,
             len: ids.len(),
@@ -109,85 +223,66 @@ impl<'a, B: Backend> TextDecoder<'a, B> {
 
     /// Logits for the next token (reading them back is what waits for the GPU).
     pub async fn next_logits(&self) -> Result<Vec<f32>> {
-        let b = &self.vqa.backend;
-        Ok(b.read_f32(&self.vqa.model.logits(b, &self.last)?)
-            .await?
-            .data)
+        let b = self.lm.lm_backend();
+        Ok(b.read_f32(&self.lm.lm_logits(&self.last)?).await?.data)
     }
 
     /// Append `token` and run it through the decoder.
     pub fn push(&mut self, token: u32) -> Result<()> {
-        let b = &self.vqa.backend;
-        self.last = self
-            .vqa
-            .model
-            .forward_tokens(b, &[token], 1, Some(&mut self.cache))?;
+        self.last = self.lm.step(token, &mut self.cache)?;
         self.len += 1;
         Ok(())
     }
 }
 
+/// Greedy continuation of `prompt` until a token in `stop` or `max_new` tokens. `now` is a
+/// millisecond clock (the library has none of its own on wasm) that splits the time into
+/// prefill and decode.
+pub async fn generate_text<B: Backend, M: CausalLm<B>>(
+    lm: &M,
+    prompt: &[u32],
+    max_new: usize,
+    stop: &[u32],
+    now: &dyn Fn() -> f64,
+) -> Result<TextGeneration> {
+    if max_new == 0 {
+        return Err(Error::Invalid(
+            "asked for 0 new tokens; ask for at least 1".into(),
+        ));
+    }
+    let t0 = now();
+    let mut dec = TextDecoder::start(lm, prompt, max_new)?;
+    let mut logits = dec.next_logits().await?;
+    let t1 = now();
+    let mut ids = Vec::new();
+    let (mut stopped, mut decode_steps) = (false, 0);
+    for step in 0..max_new {
+        let (tok, _, _) =
+            pick_greedy(&logits).ok_or_else(|| non_finite(lm.lm_backend(), "generate_text"))?;
+        if stop.contains(&tok) {
+            stopped = true;
+            break;
+        }
+        ids.push(tok);
+        if step + 1 < max_new {
+            dec.push(tok)?;
+            logits = dec.next_logits().await?;
+            decode_steps += 1;
+        }
+    }
+    let t2 = now();
+    Ok(TextGeneration {
+        prompt_tokens: prompt.len(),
+        text: lm.decode_text(&ids)?,
+        ids,
+        stopped,
+        prefill_ms: t1 - t0,
+        decode_steps,
+        decode_ms: t2 - t1,
+    })
+}
+
 impl<B: Backend> Vqa<B> {
-    /// Tokens that end an assistant turn in the chat formats we know (where the vocabulary
-    /// has them), plus the config's end-of-sequence ids.
-    pub fn stop_ids(&self) -> Vec<u32> {
-        let mut ids: Vec<u32> = ["<|im_end|>", "<end_of_utterance>", "<|endoftext|>"]
-            .iter()
-            .filter_map(|t| self.tokenizer.token_to_id(t))
-            .collect();
-        ids.extend(self.model.cfg.text_config.eos_token_id);
-        ids.sort_unstable();
-        ids.dedup();
-        ids
-    }
-
-    /// Greedy continuation of `prompt` until a token in `stop` or `max_new` tokens. `now`
-    /// is a millisecond clock (the library has none of its own on wasm) that splits the
-    /// time into prefill and decode.
-    pub async fn generate_text(
-        &self,
-        prompt: &[u32],
-        max_new: usize,
-        stop: &[u32],
-        now: &dyn Fn() -> f64,
-    ) -> Result<TextGeneration> {
-        if max_new == 0 {
-            return Err(Error::Invalid(
-                "asked for 0 new tokens; ask for at least 1".into(),
-            ));
-        }
-        let t0 = now();
-        let mut dec = TextDecoder::start(self, prompt, max_new)?;
-        let mut logits = dec.next_logits().await?;
-        let t1 = now();
-        let mut ids = Vec::new();
-        let (mut stopped, mut decode_steps) = (false, 0);
-        for step in 0..max_new {
-            let (tok, _, _) =
-                pick_greedy(&logits).ok_or_else(|| non_finite(&self.backend, "generate_text"))?;
-            if stop.contains(&tok) {
-                stopped = true;
-                break;
-            }
-            ids.push(tok);
-            if step + 1 < max_new {
-                dec.push(tok)?;
-                logits = dec.next_logits().await?;
-                decode_steps += 1;
-            }
-        }
-        let t2 = now();
-        Ok(TextGeneration {
-            prompt_tokens: prompt.len(),
-            text: self.tokenizer.decode(&ids)?,
-            ids,
-            stopped,
-            prefill_ms: t1 - t0,
-            decode_steps,
-            decode_ms: t2 - t1,
-        })
-    }
-
     /// Sum of negative log-likelihoods (nats) of `ids` and how many tokens were scored, in
     /// independent windows of `window` tokens (the first token of each window is context
     /// only). Perplexity is `exp(sum / count)`.

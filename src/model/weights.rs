@@ -223,9 +223,10 @@ impl<B: Backend, M: ModelDefinition> WeightSink<B, M> {
                 Uploaded::Weight(Weight::Packed(self.backend.upload_packed(&p)?))
             }
             (true, TensorData::F16(v)) => {
-                let host = HostTensor::new(shape, v.iter().map(|x| x.to_f32()).collect())?;
-                drop(v);
-                Uploaded::Weight(Weight::Dense(self.backend.upload_half_weight(&host)?))
+                Uploaded::Weight(Weight::Dense(self.backend.upload_f16(&shape, &v, true)?))
+            }
+            (false, TensorData::F16(v)) => {
+                Uploaded::Tensor(self.backend.upload_f16(&shape, &v, false)?)
             }
             (linear, data) => {
                 let t = self.backend.upload(&host_f32(&name, &shape, data)?)?;

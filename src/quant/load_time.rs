@@ -191,6 +191,46 @@ impl HqqStage {
         })
     }
 
+    /// For the package `manifest` describes, whichever family it holds: Idefics3's decoder
+    /// linears by their names, Qwen2-VL's by [`crate::model::qwen2vl::loader::is_language_linear`]
+    /// (checked to be all seven of every layer, so a renamed layout cannot pass
+    /// half-quantized).
+    pub fn for_manifest(
+        manifest: &crate::package::Manifest,
+        spec: QuantSpec,
+        opts: HqqOptions,
+    ) -> Result<Self> {
+        use crate::model::arch::Architecture;
+        use crate::model::qwen2vl::{loader, Qwen2VlConfig};
+        let text = manifest.config.to_string();
+        match Architecture::from_config_json(&text)? {
+            Architecture::Idefics3 => Self::new(&Idefics3Config::from_json(&text)?, spec, opts),
+            Architecture::Qwen2Vl => {
+                spec.validate()?;
+                let cfg = Qwen2VlConfig::from_json(&text)?;
+                let targets: BTreeSet<String> = manifest
+                    .tensors
+                    .iter()
+                    .map(|t| t.name.clone())
+                    .filter(|n| loader::is_language_linear(n))
+                    .collect();
+                let want = loader::language_linear_count(&cfg);
+                if targets.len() != want {
+                    return Err(Error::Package(format!(
+                        "the package has {} language-model linears, expected {want}",
+                        targets.len()
+                    )));
+                }
+                Ok(Self {
+                    targets,
+                    spec,
+                    opts,
+                    done: 0,
+                })
+            }
+        }
+    }
+
     /// Linears quantized so far, and how many there are.
     pub fn progress(&self) -> (usize, usize) {
         (self.done, self.targets.len())

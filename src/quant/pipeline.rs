@@ -61,8 +61,23 @@ pub struct QuantizeReport {
     pub bits_per_weight: f64,
     pub layers: Vec<LayerError>,
     pub mbq_scales: Vec<ScaleChoice>,
+    /// MBQ's vision/text gradient ratios per layer as the search used them (floored at their
+    /// median across layers).
     pub mbq_ratio_attn: Vec<f32>,
     pub mbq_ratio_mlp: Vec<f32>,
+    /// The same ratios as measured, before flooring.
+    pub mbq_raw_ratio_attn: Vec<f32>,
+    pub mbq_raw_ratio_mlp: Vec<f32>,
+}
+
+/// What MBQ chose and measured, for the report (empty for the other methods).
+#[derive(Debug, Clone, Default)]
+pub struct MbqOutcome {
+    pub scales: Vec<ScaleChoice>,
+    pub ratio_attn: Vec<f32>,
+    pub ratio_mlp: Vec<f32>,
+    pub raw_attn: Vec<f32>,
+    pub raw_mlp: Vec<f32>,
 }
 
 pub struct Quantized {
@@ -146,17 +161,11 @@ fn quantize_idefics3(
         let wt = mbq::get(&w, &name)?;
         o.spec.check_k(&name, dims2(&name, wt)?.1)?;
     }
-    let (mut scales, mut ra, mut rm) = (Vec::new(), Vec::new(), Vec::new());
+    let mut outcome = MbqOutcome::default();
     if o.method == Method::Mbq {
         let tok = VqaTokenizer::from_bytes(&tokenizer)?;
-        let cal = mbq::calibrate(&cfg, &tok, &weights_bytes, 0, o.calib, |d| {
-            progress("calibrate", d, o.calib)
-        })?;
-        scales = mbq::search_and_fold(&mut w, &cfg, &cal, o.spec, |d, n| {
-            progress("scale search", d, n)
-        })?;
-        ra = cal.ratio_attn;
-        rm = cal.ratio_mlp;
+        let src = mbq::Idefics3Source::new(&cfg, &tok, &weights_bytes);
+        outcome = run_mbq(&src, &mut w, o, &mut progress)?;
     }
     let mut packed: BTreeMap<String, PackedTensor> = BTreeMap::new();
     let mut layers = Vec::new();
@@ -183,8 +192,29 @@ fn quantize_idefics3(
         config,
         tokenizer,
         tensors,
-        report: QuantizeReport::new(o, bytes, layers, scales, ra, rm),
+        report: QuantizeReport::new(o, bytes, layers, outcome),
         model_files: IDEFICS3_FILES,
+    })
+}
+
+/// MBQ on float weights `w`: calibrate on `src`'s train-split samples, then search and fold
+/// each layer's scales into `w`; the chosen scales and the floored ratios for the report.
+pub(super) fn run_mbq<S: mbq::CalibrationSource>(
+    src: &S,
+    w: &mut HostWeights,
+    o: &QuantizeOptions,
+    progress: &mut impl FnMut(&str, usize, usize),
+) -> Result<MbqOutcome> {
+    let cal = mbq::calibrate(src, 0, o.calib, |d| progress("calibrate", d, o.calib))?;
+    let scales = mbq::search_and_fold(w, &src.layout(), &cal, o.spec, |d, n| {
+        progress("scale search", d, n)
+    })?;
+    Ok(MbqOutcome {
+        scales,
+        ratio_attn: cal.ratio_attn,
+        ratio_mlp: cal.ratio_mlp,
+        raw_attn: cal.raw_attn,
+        raw_mlp: cal.raw_mlp,
     })
 }
 
@@ -273,9 +303,7 @@ impl QuantizeReport {
         o: &QuantizeOptions,
         b: ByteTotals,
         layers: Vec<LayerError>,
-        mbq_scales: Vec<ScaleChoice>,
-        mbq_ratio_attn: Vec<f32>,
-        mbq_ratio_mlp: Vec<f32>,
+        mbq: MbqOutcome,
     ) -> Self {
         Self {
             method: o.method,
@@ -287,9 +315,11 @@ impl QuantizeReport {
             lm_f16_bytes: b.lm_f16,
             bits_per_weight: b.packed as f64 * 8.0 / b.packed_weights.max(1) as f64,
             layers,
-            mbq_scales,
-            mbq_ratio_attn,
-            mbq_ratio_mlp,
+            mbq_scales: mbq.scales,
+            mbq_ratio_attn: mbq.ratio_attn,
+            mbq_ratio_mlp: mbq.ratio_mlp,
+            mbq_raw_ratio_attn: mbq.raw_attn,
+            mbq_raw_ratio_mlp: mbq.raw_mlp,
         }
     }
 }

@@ -1,5 +1,5 @@
-//! `relvqa quantize` for a Qwen2-VL checkpoint: the language model's linears packed with RTN
-//! or HQQ, everything else kept in the checkpoint's precision (f16 stays f16; f32 and bf16 are
+//! `relvqa quantize` for a Qwen2-VL checkpoint: the language model's linears packed with RTN,
+//! HQQ or MBQ, everything else kept in the checkpoint's precision (f16 stays f16; f32 and bf16 are
 //! stored as f32, exactly). Which tensors are linears comes from the model definition itself
 //! ([`ParamPlan`]: what `Qwen2Vl::load` asks for with [`crate::model::params::Params::weight`]),
 //! and which of those are quantized from [`is_language_linear`] — the selection
@@ -7,8 +7,10 @@
 //! the same decoded values, so an HQQ package holds bit for bit the weights of
 //! `relvqa ask --hqq-bits` and loads to the same logits.
 //!
-//! MBQ is refused: it needs calibration batches through the Qwen processor and a gradient pass
-//! of this architecture, which are not written yet.
+//! MBQ calibrates on `train`-split shapes samples through the checkpoint's own processor and
+//! chat template ([`super::mbq::Qwen2VlSource`]), then searches and folds with the code
+//! Idefics3 uses; the folded float tensors (norms, `v_proj`'s weight and bias when it feeds
+//! `o_proj`) are stored in the checkpoint's precision like the rest.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -16,9 +18,10 @@ use std::path::Path;
 use half::f16;
 use safetensors::{Dtype, SafeTensors};
 
+use super::mbq::Qwen2VlSource;
 use super::pipeline::{
-    config_value, dims2, layer_error, package_tensors, quantize_linear, read, QuantizeOptions,
-    QuantizeReport, Quantized,
+    config_value, dims2, layer_error, package_tensors, quantize_linear, read, run_mbq, MbqOutcome,
+    QuantizeOptions, QuantizeReport, Quantized,
 };
 use super::spec::Method;
 use crate::backend::cpu::CpuBackend;
@@ -56,15 +59,6 @@ pub fn quantize(
     config_bytes: &[u8],
     mut progress: impl FnMut(&str, usize, usize),
 ) -> Result<Quantized> {
-    if o.method == Method::Mbq {
-        return Err(Error::Unsupported {
-            what: "MBQ quantization".into(),
-            arch: ARCH,
-            instead: "use --method hqq or --method rtn (MBQ's calibration through the \
-                      Qwen2-VL processor is not implemented)"
-                .into(),
-        });
-    }
     if o.vision {
         return Err(Error::Unsupported {
             what: "quantizing the vision tower (--vision)".into(),
@@ -89,7 +83,7 @@ pub fn quantize(
         config_bytes,
         &tokenizer,
         &weights,
-        template,
+        template.clone(),
         pre.as_deref(),
         None,
     )?;
@@ -134,6 +128,13 @@ pub fn quantize(
         })?;
         o.spec.check_k(name, dims2(name, t)?.1)?;
     }
+    // MBQ folds scales into `w`; errors are reported against the weights before that.
+    let original = (o.method == Method::Mbq).then(|| w.clone());
+    let mut outcome = MbqOutcome::default();
+    if o.method == Method::Mbq {
+        let src = Qwen2VlSource::new(config_bytes, &tokenizer, &weights, template, pre.as_deref())?;
+        outcome = run_mbq(&src, &mut w, o, &mut progress)?;
+    }
     let mut packed = BTreeMap::new();
     let mut layers = Vec::new();
     for (i, name) in targets.iter().enumerate() {
@@ -142,7 +143,7 @@ pub fn quantize(
         })?;
         let (rows, cols) = dims2(name, t)?;
         let p = quantize_linear(name, &t.data, rows, cols, o)?;
-        layers.push(layer_error(name, &w, &w, &p)?);
+        layers.push(layer_error(name, original.as_ref().unwrap_or(&w), &w, &p)?);
         packed.insert(name.to_string(), p);
         progress("quantize", i + 1, targets.len());
     }
@@ -169,7 +170,7 @@ pub fn quantize(
         config: config_value(text)?,
         tokenizer,
         tensors,
-        report: QuantizeReport::new(o, bytes, layers, Vec::new(), Vec::new(), Vec::new()),
+        report: QuantizeReport::new(o, bytes, layers, outcome),
         model_files: QWEN2VL_FILES,
     })
 }

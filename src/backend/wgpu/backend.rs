@@ -91,16 +91,33 @@ fn err(op: &'static str, msg: String) -> Error {
 }
 
 /// f16 values two to a u32 word, low half first (what `unpack2x16float` reads).
-fn half_pairs(v: &[f32]) -> Vec<u32> {
-    v.chunks(2)
-        .map(|c| {
-            let lo = half::f16::from_f32(c[0]).to_bits() as u32;
-            let hi = c
-                .get(1)
-                .map_or(0, |h| half::f16::from_f32(*h).to_bits() as u32);
-            lo | (hi << 16)
-        })
-        .collect()
+/// Two f16 values in one u32 word, the first in the low half: how WGSL's `unpack2x16float`
+/// reads a half weight.
+fn pack_half(lo: half::f16, hi: half::f16) -> u32 {
+    lo.to_bits() as u32 | ((hi.to_bits() as u32) << 16)
+}
+
+/// The host values of an upload, before conversion.
+#[derive(Clone, Copy)]
+enum Values<'a> {
+    F32(&'a [f32]),
+    F16(&'a [half::f16]),
+}
+
+impl<'a> Values<'a> {
+    fn len(self) -> usize {
+        match self {
+            Values::F32(v) => v.len(),
+            Values::F16(v) => v.len(),
+        }
+    }
+
+    fn slice(self, r: std::ops::Range<usize>) -> Values<'a> {
+        match self {
+            Values::F32(v) => Values::F32(&v[r]),
+            Values::F16(v) => Values::F16(&v[r]),
+        }
+    }
 }
 
 fn numel(shape: &[usize]) -> usize {
@@ -190,16 +207,38 @@ impl WgpuBackend {
 
     /// Upload `data` of `shape` (as f32, or as f16 pairs when `half`), split along dim 0 when
     /// it exceeds one storage binding.
-    fn upload_split(&self, shape: &[usize], data: &[f32], half: bool) -> Result<WgpuTensor> {
-        let up = |label: &str, v: &[f32]| {
-            if half {
-                self.ctx.upload_u32(label, &half_pairs(v))
-            } else {
-                self.ctx.upload_f32(label, v)
+    fn upload_split(&self, shape: &[usize], data: Values<'_>, half: bool) -> Result<WgpuTensor> {
+        let up = |label: &str, v: Values<'_>| match (v, half) {
+            (Values::F32(v), false) => self.ctx.upload_f32(label, v),
+            (Values::F32(v), true) => {
+                self.ctx
+                    .upload_generated(label, v.len().div_ceil(2), |r, out| {
+                        out.extend(r.map(|i| {
+                            let pair = &v[2 * i..(2 * i + 2).min(v.len())];
+                            pack_half(
+                                half::f16::from_f32(pair[0]),
+                                pair.get(1)
+                                    .map_or(half::f16::ZERO, |h| half::f16::from_f32(*h)),
+                            )
+                        }))
+                    })
+            }
+            (Values::F16(v), false) => self.ctx.upload_generated(label, v.len(), |r, out| {
+                out.extend(v[r].iter().map(|h| h.to_f32().to_bits()))
+            }),
+            (Values::F16(v), true) => {
+                self.ctx
+                    .upload_generated(label, v.len().div_ceil(2), |r, out| {
+                        out.extend(r.map(|i| {
+                            let pair = &v[2 * i..(2 * i + 2).min(v.len())];
+                            pack_half(pair[0], pair.get(1).copied().unwrap_or(half::f16::ZERO))
+                        }))
+                    })
             }
         };
+        let data_len = data.len();
         let value_bytes: u64 = if half { 2 } else { 4 };
-        let bytes = data.len() as u64 * value_bytes;
+        let bytes = data_len as u64 * value_bytes;
         let max = self.ctx.max_binding();
         let mut t = if bytes <= max || shape.len() < 2 {
             WgpuTensor::dense(up("tensor", data)?, shape.to_vec())
@@ -221,7 +260,7 @@ impl WgpuBackend {
             let mut start = 0;
             while start < shape[0] {
                 let rows = per.min(shape[0] - start);
-                let buf = up("tensor part", &data[start * row..(start + rows) * row])?;
+                let buf = up("tensor part", data.slice(start * row..(start + rows) * row))?;
                 parts.push((start, rows, buf));
                 start += rows;
             }
@@ -294,17 +333,28 @@ impl Backend for WgpuBackend {
                 format!("shape {:?} with {} values", t.shape, t.data.len()),
             ));
         }
-        self.upload_split(&t.shape, &t.data, false)
+        self.upload_split(&t.shape, Values::F32(&t.data), false)
     }
 
     fn upload_half_weight(&self, t: &HostTensor) -> Result<WgpuTensor> {
         match t.shape.as_slice() {
             // f16 pairs: a row of odd length would start mid-word.
             [_, k] if k.is_multiple_of(2) && numel(&t.shape) == t.data.len() => {
-                self.upload_split(&t.shape, &t.data, true)
+                self.upload_split(&t.shape, Values::F32(&t.data), true)
             }
             _ => self.upload(t),
         }
+    }
+
+    fn upload_f16(&self, shape: &[usize], v: &[half::f16], weight: bool) -> Result<WgpuTensor> {
+        if numel(shape) != v.len() {
+            return Err(err(
+                "upload_f16",
+                format!("shape {shape:?} with {} values", v.len()),
+            ));
+        }
+        let half = weight && matches!(shape, [_, k] if k.is_multiple_of(2));
+        self.upload_split(shape, Values::F16(v), half)
     }
 
     fn upload_ids(&self, ids: &[u32], shape: &[usize]) -> Result<WgpuTensor> {

@@ -2,9 +2,13 @@
 //!
 //! Dispatches are *recorded*, not submitted one by one: each appends a command buffer to a
 //! pending list that is submitted in one go when something is read back (or on [`flush`]).
-//! Uploads create buffers mapped at creation rather than using `queue.write_buffer`, so a
-//! recorded pass always sees the data its buffers had when it was recorded, however the queue
-//! is ordered later.
+//! Uploads go into *fresh* buffers, never into one a recorded pass may read: `queue.write_buffer`
+//! runs at the start of the next submit, before the recorded passes, which is only right for a
+//! buffer no recorded pass knows yet. They are written in slices with `write_buffer` rather than
+//! mapped at creation because on the web a mapped range is a temporary copy of the whole buffer
+//! inside wasm memory: a 113 MB embedding cost 113 MB more of the tab's memory, which never
+//! shrinks (small uniform buffers are still mapped: they are tiny and their bind group is
+//! recorded at once).
 //!
 //! Readback is async on every target, as the browser's `mapAsync` is; natively the future polls
 //! the device until the copy is done, so `pollster::block_on` works there. One code path, unlike
@@ -201,6 +205,13 @@ impl Recording {
 const REDUCE_WORKGROUP: &str = include_str!("kernels/reduce_workgroup.wgsl");
 const REDUCE_SUBGROUP: &str = include_str!("kernels/reduce_subgroup.wgsl");
 
+/// Bytes per `write_buffer` call of an upload: what a converting upload holds at once.
+const UPLOAD_CHUNK_BYTES: usize = 4 << 20;
+
+// Buffers are written from the host's bytes as they are; WGSL reads little-endian values.
+#[cfg(target_endian = "big")]
+compile_error!("the wgpu backend uploads host memory as is and needs a little-endian target");
+
 const STORAGE: ::wgpu::BufferUsages = ::wgpu::BufferUsages::STORAGE
     .union(::wgpu::BufferUsages::COPY_SRC)
     .union(::wgpu::BufferUsages::COPY_DST);
@@ -283,10 +294,61 @@ impl GpuContext {
         (len.max(1) as u64 * 4).div_ceil(16) * 16
     }
 
-    fn upload_bytes(&self, label: &str, len: usize, bytes: &[u8]) -> Result<GpuBuffer> {
+    /// A fresh storage buffer for `len` 32-bit values (see the module doc for why fresh).
+    fn fresh_storage(&self, label: &str, len: usize) -> Result<(::wgpu::Buffer, u64)> {
         let size = Self::padded(len);
         self.check_storage_size(label, size)?;
-        let buffer = self.buffer_with(label, size, bytes, STORAGE)?;
+        self.sink.check()?;
+        let buffer = self.device.create_buffer(&::wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: STORAGE,
+            mapped_at_creation: false,
+        });
+        Ok((buffer, size))
+    }
+
+    /// `values` into a fresh buffer, written straight from the caller's slice.
+    fn upload_words<T: bytemuck::Pod>(&self, label: &str, values: &[T]) -> Result<GpuBuffer> {
+        let (buffer, size) = self.fresh_storage(label, values.len())?;
+        let bytes: &[u8] = bytemuck::cast_slice(values);
+        for (i, chunk) in bytes.chunks(UPLOAD_CHUNK_BYTES).enumerate() {
+            self.queue
+                .write_buffer(&buffer, (i * UPLOAD_CHUNK_BYTES) as u64, chunk);
+        }
+        self.sink.check()?;
+        Ok(self.wrap(buffer, size, values.len()))
+    }
+
+    /// `len` 32-bit values that `fill(range, out)` computes a slice at a time (f16 weights
+    /// widened to f32, or packed into f16 pairs): the host never holds the converted tensor
+    /// whole, only one slice of it.
+    pub fn upload_generated(
+        &self,
+        label: &str,
+        len: usize,
+        mut fill: impl FnMut(std::ops::Range<usize>, &mut Vec<u32>),
+    ) -> Result<GpuBuffer> {
+        let (buffer, size) = self.fresh_storage(label, len)?;
+        let per = UPLOAD_CHUNK_BYTES / 4;
+        let mut out = Vec::with_capacity(per.min(len));
+        let mut start = 0;
+        while start < len {
+            let end = (start + per).min(len);
+            out.clear();
+            fill(start..end, &mut out);
+            if out.len() != end - start {
+                return Err(self.failure(format!(
+                    "uploading `{label}`: {} values generated for {}",
+                    out.len(),
+                    end - start
+                )));
+            }
+            self.queue
+                .write_buffer(&buffer, start as u64 * 4, bytemuck::cast_slice(&out));
+            start = end;
+        }
+        self.sink.check()?;
         Ok(self.wrap(buffer, size, len))
     }
 
@@ -330,13 +392,11 @@ impl GpuContext {
     }
 
     pub fn upload_f32(&self, label: &str, data: &[f32]) -> Result<GpuBuffer> {
-        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-        self.upload_bytes(label, data.len(), &bytes)
+        self.upload_words(label, data)
     }
 
     pub fn upload_u32(&self, label: &str, data: &[u32]) -> Result<GpuBuffer> {
-        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-        self.upload_bytes(label, data.len(), &bytes)
+        self.upload_words(label, data)
     }
 
     /// An output buffer of `len` elements, from the pool when one of that size is free. Its

@@ -29,16 +29,22 @@ impl<B: Backend> Qwen2VlModel<B> {
         start..stop.max(start)
     }
 
+    /// The token that ends an answer: `<|im_end|>`, or the config's `eos_token_id` for a
+    /// tokenizer without it. MBQ's calibration supervises it after each answer, as generation
+    /// stops on it.
+    pub fn end_token(&self) -> Result<u32> {
+        self.tokenizer
+            .token_to_id(IM_END)
+            .or(self.model.cfg.text.eos_token_id)
+            .ok_or_else(|| Error::Tokenizer(format!("tokenizer has no {IM_END} token")))
+    }
+
     /// Answer the question in `inputs` (see [`Qwen2VlModel::inputs`]), at most
     /// `max_new_tokens` tokens, stopping at `<|im_end|>`.
     pub async fn answer(&self, inputs: &Inputs, max_new_tokens: usize) -> Result<Generation> {
         let b = &self.backend;
         let m = &self.model;
-        let end = self
-            .tokenizer
-            .token_to_id(IM_END)
-            .or(m.cfg.text.eos_token_id)
-            .ok_or_else(|| Error::Tokenizer(format!("tokenizer has no {IM_END} token")))?;
+        let end = self.end_token()?;
         let ids = &inputs.ids;
         let px = b.upload(&inputs.pixels)?;
         let mut cache = m.new_cache(ids.len() + max_new_tokens + 1);
@@ -65,5 +71,24 @@ impl<B: Backend> Qwen2VlModel<B> {
             .decode(&g.tokens, true)
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
         Ok(g)
+    }
+
+    /// Answer `question` about a decoded image: its processor, its chat template, at most
+    /// `max_new_tokens` tokens.
+    pub async fn answer_image(&self, img: &image::RgbImage, question: &str) -> Result<Generation> {
+        let inputs = self.inputs(img, question)?;
+        self.answer(&inputs, self.max_new_tokens).await
+    }
+
+    /// A throw-away one-token answer about the smallest blank image the processor accepts, so
+    /// that WebGPU creates every pipeline during the load (the page's `compile` stage) at a
+    /// fraction of a full answer's cost.
+    pub async fn warm_up(&self) -> Result<()> {
+        let side = self.processor.patch_size * self.model.cfg.vision.spatial_merge_size.max(1);
+        let min_side = ((self.processor.min_pixels as f64).sqrt().ceil() as usize).max(side);
+        let side = min_side.div_ceil(side) * side;
+        let img = image::RgbImage::new(side as u32, side as u32);
+        let inputs = self.inputs(&img, "What is this?")?;
+        self.answer(&inputs, 1).await.map(drop)
     }
 }

@@ -30,7 +30,12 @@ pub struct Qwen2VlModel<B: Backend> {
     pub tokenizer: Tokenizer,
     pub template: Option<ChatTemplate>,
     pub processor: ProcessorOptions,
+    /// Longest answer [`Qwen2VlModel::answer_image`] generates, in tokens.
+    pub max_new_tokens: usize,
 }
+
+/// Qwen2-VL answers in sentences, not the shapes model's single words.
+pub const DEFAULT_MAX_NEW_TOKENS: usize = 32;
 
 impl<B: Backend> std::fmt::Debug for Qwen2VlModel<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -139,6 +144,7 @@ impl Parts {
             tokenizer: self.tokenizer,
             template,
             processor: self.processor,
+            max_new_tokens: DEFAULT_MAX_NEW_TOKENS,
         }
     }
 }

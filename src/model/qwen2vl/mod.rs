@@ -35,21 +35,47 @@ pub struct Qwen2Vl<B: Backend> {
 }
 
 /// The first of `candidates` whose `probe` tensor the checkpoint has (else the first).
-fn pick_prefix<B: Backend>(p: &dyn Params<B>, candidates: &[&str], probe: &str) -> String {
+fn pick_prefix(
+    has: impl Fn(&str) -> bool,
+    candidates: &[&'static str],
+    probe: &str,
+) -> &'static str {
     candidates
         .iter()
-        .find(|c| p.contains(&format!("{c}.{probe}")))
+        .find(|c| has(&format!("{c}.{probe}")))
         .or(candidates.first())
-        .map(|c| c.to_string())
+        .copied()
         .unwrap_or_default()
+}
+
+/// Where the language model's tensors are in either checkpoint layout: `model` (the hub's)
+/// or `model.language_model` (transformers 5's in memory).
+const TEXT_PREFIXES: [&str; 2] = ["model", "model.language_model"];
+
+/// The language model's prefix in a checkpoint whose tensor names `has` answers for.
+pub fn text_prefix(has: impl Fn(&str) -> bool) -> &'static str {
+    pick_prefix(has, &TEXT_PREFIXES, "embed_tokens.weight")
+}
+
+/// Where the decoder layers' names start (before the layer index) in that checkpoint; MBQ's
+/// recording backend keeps it for the whole calibration, hence static.
+pub fn text_layers_prefix(has: impl Fn(&str) -> bool) -> &'static str {
+    match text_prefix(has) {
+        "model.language_model" => "model.language_model.layers.",
+        _ => "model.layers.",
+    }
 }
 
 impl<B: Backend> Qwen2Vl<B> {
     pub fn load(p: &mut dyn Params<B>, cfg: &Qwen2VlConfig) -> Result<Self> {
-        let vp = pick_prefix(p, &["visual", "model.visual"], "patch_embed.proj.weight");
-        let tp = pick_prefix(p, &["model", "model.language_model"], "embed_tokens.weight");
-        let vision = vision::VisionModel::load(p, &cfg.vision, &vp)?;
-        let text = text::TextModel::load(p, &cfg.text, &tp)?;
+        let vp = pick_prefix(
+            |n| p.contains(n),
+            &["visual", "model.visual"],
+            "patch_embed.proj.weight",
+        );
+        let tp = text_prefix(|n| p.contains(n));
+        let vision = vision::VisionModel::load(p, &cfg.vision, vp)?;
+        let text = text::TextModel::load(p, &cfg.text, tp)?;
         let t = &cfg.text;
         let lm_head = if p.contains("lm_head.weight") || !cfg.lm_head_tied() {
             Linear::load(p, "lm_head", t.hidden_size, t.vocab_size, false)?
