@@ -11,7 +11,10 @@ use std::process::Command;
 use common::qwen2vl::{ask_fixture_json, fixture, hqq, max_diff, model, prompt_logits};
 use relvqa::backend::cpu::CpuBackend;
 use relvqa::model::qwen2vl::loader::{load_dir_with, load_path};
-use relvqa::package::{read_package_dir, Encoding, Manifest, TensorData, MANIFEST_FILE};
+use relvqa::package::{
+    read_model_file, read_package_dir, write_model_file, write_package, Encoding, Manifest,
+    TensorData, MANIFEST_FILE, MAX_SHARD_BYTES,
+};
 use relvqa::quant::hqq::HqqOptions;
 use relvqa::quant::pipeline::{quantize_dir, QuantizeOptions};
 use relvqa::quant::{Method, QuantSpec};
@@ -150,6 +153,56 @@ fn cli_ask_answers_with_a_qwen2vl_package() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("is a package"), "{stderr}");
+}
+
+/// `quantize_dir` with HQQ 4-bit into `out` with shards of at most `max_shard_bytes`, the
+/// files the loader reads beside them (what `relvqa quantize` does with the default limit).
+fn hqq4_package_with_shards(out: &Path, max_shard_bytes: usize) -> Manifest {
+    let o = QuantizeOptions {
+        method: Method::Hqq,
+        spec: QuantSpec::new(4, 32).expect("spec"),
+        calib: 4,
+        vision: false,
+        hqq: HqqOptions::default(),
+    };
+    let q = quantize_dir(&fixture(), &o, |_, _, _| {}).expect("quantize");
+    let m = write_package(out, &q.config, &q.tokenizer, q.tensors, max_shard_bytes)
+        .expect("write package");
+    for &name in q.model_files {
+        if let Some(bytes) = read_model_file(&fixture(), name).expect("model file") {
+            write_model_file(out, name, &bytes).expect("attach");
+        }
+    }
+    m
+}
+
+/// A package whose shards are smaller than its embedding, so the embedding runs on across
+/// shards as a real Qwen2-VL-2B one (151936 x 1536) must with 64 MiB shards, loads to exactly
+/// the logits of the same package in one shard.
+#[test]
+fn spanning_embedding_gives_the_same_logits() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (whole, split) = (tmp.path().join("whole"), tmp.path().join("split"));
+    let m1 = hqq4_package_with_shards(&whole, MAX_SHARD_BYTES);
+    let m2 = hqq4_package_with_shards(&split, 10_000);
+    assert_eq!((m1.version, m1.shards.len()), (1, 1));
+    assert_eq!(m2.version, 2);
+    let embed = m2
+        .tensors
+        .iter()
+        .find(|t| t.name == "model.embed_tokens.weight")
+        .expect("embedding");
+    let parts = m2.tensor_parts(embed).expect("parts");
+    assert!(parts.len() >= 3, "{parts:?}");
+    assert!(m2.shards.iter().all(|s| s.bytes <= 10_000));
+    let a = prompt_logits(&load_path(CpuBackend::new(), &whole, None).expect("whole"));
+    let b = prompt_logits(&load_path(CpuBackend::new(), &split, None).expect("split"));
+    assert_eq!(a, b, "spanning shards changed the logits");
+    // And the same as `relvqa quantize` wrote it.
+    let cli = hqq4_package();
+    let c =
+        prompt_logits(&load_path(CpuBackend::new(), &cli.path().join("pkg"), None).expect("cli"));
+    assert_eq!(a, c);
 }
 
 /// RTN packages load too (the same sink; RTN's own rounding).

@@ -3,12 +3,13 @@
 //! Float tensors are their values little-endian, row-major. A packed tensor is `words` (u32 LE),
 //! then `scales` (f16 LE), then `zeros` (f16 LE): the three GPU buffer segments of
 //! [`PackedTensor`], back to back, so each can be uploaded as one slice of the payload.
+//! Reading them back is [`super::decoder`]'s, chunk by chunk as the bytes arrive.
 
 use half::f16;
 
-use super::manifest::{Encoding, FloatDtype, QuantEncoding, TensorEntry};
+use super::manifest::{Encoding, FloatDtype, QuantEncoding};
 use crate::error::{Error, Result};
-use crate::quant::{PackedTensor, QuantSpec};
+use crate::quant::PackedTensor;
 
 /// A tensor to be written into a package.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,81 +105,4 @@ impl PackageTensor {
             }
         })
     }
-}
-
-fn f16s(bytes: &[u8]) -> Vec<f16> {
-    bytes
-        .chunks_exact(2)
-        .map(|c| f16::from_le_bytes([c[0], c[1]]))
-        .collect()
-}
-
-fn to_usize(name: &str, v: u64) -> Result<usize> {
-    usize::try_from(v).map_err(|_| {
-        Error::Package(format!(
-            "tensor `{name}`: {v} bytes do not fit this platform's address space"
-        ))
-    })
-}
-
-/// Decode a tensor's verified bytes. `entry` has passed [`super::Manifest::validate`], so the
-/// length matches the shape; it is checked again here because this is the last step before the
-/// values are trusted.
-pub fn decode_tensor(entry: &TensorEntry, bytes: &[u8]) -> Result<LoadedTensor> {
-    let name = entry.name.as_str();
-    let expected = entry.encoding.byte_length(&entry.shape);
-    if expected != Some(bytes.len() as u64) {
-        return Err(Error::Package(format!(
-            "tensor `{name}`: got {} bytes, the manifest's shape needs {expected:?}",
-            bytes.len()
-        )));
-    }
-    let data = match entry.encoding {
-        Encoding::Dtype(FloatDtype::F16) => TensorData::F16(f16s(bytes)),
-        Encoding::Dtype(FloatDtype::F32) => TensorData::F32(
-            bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        ),
-        Encoding::Quant(q) => TensorData::Packed(decode_packed(entry, &q, bytes)?),
-    };
-    Ok(LoadedTensor {
-        name: entry.name.clone(),
-        shape: entry.shape.clone(),
-        data,
-    })
-}
-
-fn decode_packed(entry: &TensorEntry, q: &QuantEncoding, bytes: &[u8]) -> Result<PackedTensor> {
-    let name = entry.name.as_str();
-    let bad_shape = || Error::Package(format!("tensor `{name}`: bad packed shape"));
-    let sizes = Encoding::packed_sizes(q, &entry.shape).ok_or_else(bad_shape)?;
-    let [rows, cols] = entry.shape[..] else {
-        return Err(bad_shape());
-    };
-    let (words, rest) = bytes
-        .split_at_checked(to_usize(name, sizes.words)?)
-        .ok_or_else(bad_shape)?;
-    let (scales, zeros) = rest
-        .split_at_checked(to_usize(name, sizes.scales)?)
-        .ok_or_else(bad_shape)?;
-    let p = PackedTensor {
-        spec: QuantSpec {
-            bits: q.bits,
-            group: q.group,
-        },
-        method: q.method,
-        rows,
-        cols,
-        words: words
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        scales: f16s(scales),
-        zeros: f16s(zeros),
-    };
-    p.validate()
-        .map_err(|e| Error::Package(format!("tensor `{name}`: {e}")))?;
-    Ok(p)
 }

@@ -3,8 +3,17 @@
 //! A manifest comes from outside (a download, a user's folder), so [`Manifest::validate`] checks
 //! every size, offset and count with checked arithmetic *before* anything is allocated: a
 //! manifest claiming a 100 GB tensor is refused here, not by the allocator.
+//!
+//! Where a tensor's bytes lie is `shard`, `offset` and `length`. In a version 1 manifest that
+//! range lies inside the one shard. Version 2 adds one rule: a tensor larger than the room
+//! left in its shard *runs on* into the following shards, filling each to its end and
+//! continuing at offset 0 of the next, until `length` bytes are placed (see [`super::layout`]).
+//! Nothing else changes, so a version 1 manifest is also a valid version 2 one; the writer
+//! still writes version 1 whenever no tensor spans, so packages without spanning stay readable
+//! by older builds, and a spanning one is refused by them as a newer version rather than as a
+//! tensor "beyond the end of its shard".
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
@@ -13,13 +22,20 @@ use crate::quant::{Method, QuantSpec};
 
 /// The `format` field every package manifest carries.
 pub const FORMAT: &str = "relvqa-package";
-/// The only manifest version this build reads.
-pub const VERSION: u32 = 1;
+/// Manifest version in which every tensor lies inside one shard.
+pub const VERSION_SINGLE_SHARD: u32 = 1;
+/// Manifest version in which a tensor may run on across consecutive shards; the newest this
+/// build reads (it reads [`VERSION_SINGLE_SHARD`] too).
+pub const VERSION: u32 = 2;
 /// File name of the manifest inside a package directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
-/// Largest shard (and so largest tensor). 64 MiB keeps a shard under browser fetch/cache limits
-/// and bounds what one tensor can make the loader allocate.
+/// Largest shard. 64 MiB keeps a shard under browser fetch/cache limits (one Cache API entry,
+/// one `Range`-resumable request, one fetch's buffered chunks).
 pub const MAX_SHARD_BYTES: usize = 64 << 20;
+/// Largest tensor, in any number of shards. The reader allocates a tensor whole before its
+/// last byte arrives, and wasm32 has 4 GiB of linear memory in all, so half of it is the most
+/// one tensor may claim; a real Qwen2-VL-2B embedding (151936 x 1536 f32, 934 MB) fits.
+pub const MAX_TENSOR_BYTES: u64 = 2 << 30;
 /// Largest `manifest.json` accepted; far above any real model's tensor list.
 pub const MAX_MANIFEST_BYTES: usize = 32 << 20;
 /// Caps on counts, so a hostile manifest cannot make validation itself expensive.
@@ -63,9 +79,11 @@ pub struct TensorEntry {
     pub name: String,
     pub shape: Vec<usize>,
     pub encoding: Encoding,
-    /// Index into [`Manifest::shards`].
+    /// Index into [`Manifest::shards`] of the shard where the tensor starts.
     pub shard: usize,
+    /// Where it starts in that shard (a multiple of [`TENSOR_ALIGN`]).
     pub offset: u64,
+    /// Its total bytes; in a version 2 manifest they may run on into the following shards.
     pub length: u64,
     /// Hex sha256 of this tensor's bytes, so a corrupt byte is blamed on the tensor it hit.
     pub sha256: String,
@@ -261,10 +279,11 @@ impl Manifest {
                 self.format
             )));
         }
-        if self.version != VERSION {
+        if !(VERSION_SINGLE_SHARD..=VERSION).contains(&self.version) {
             return Err(package_err(format!(
-                "manifest version {} is not supported (this relvqa reads version {VERSION}); \
-                 re-export the package with this relvqa or update relvqa",
+                "manifest version {} is not supported (this relvqa reads versions \
+                 {VERSION_SINGLE_SHARD} to {VERSION}); re-export the package with this relvqa \
+                 or update relvqa",
                 self.version
             )));
         }
@@ -359,8 +378,6 @@ impl Manifest {
             )));
         }
         let mut names = HashSet::new();
-        // Per shard: (offset, end, name), to find overlaps after sorting.
-        let mut ranges: BTreeMap<usize, Vec<(u64, u64, &str)>> = BTreeMap::new();
         for t in &self.tensors {
             if !names.insert(t.name.as_str()) {
                 return Err(package_err(format!(
@@ -368,43 +385,27 @@ impl Manifest {
                     t.name
                 )));
             }
-            let end = self.validate_tensor(t)?;
-            ranges
-                .entry(t.shard)
-                .or_default()
-                .push((t.offset, end, &t.name));
+            self.validate_tensor(t)?;
         }
-        for (shard, mut rs) in ranges {
-            rs.sort_unstable();
-            for pair in rs.windows(2) {
-                if let [(_, prev_end, prev), (start, _, name)] = pair {
-                    if start < prev_end {
-                        return Err(package_err(format!(
-                            "tensor `{name}` at offset {start} overlaps tensor `{prev}` \
-                             (which ends at {prev_end}) in shard {shard}; the manifest is corrupt"
-                        )));
-                    }
-                }
-            }
-        }
-        Ok(())
+        self.validate_layout()
     }
 
-    /// Check one tensor on its own; returns the end of its byte range.
-    fn validate_tensor(&self, t: &TensorEntry) -> Result<u64> {
+    /// Check one tensor on its own: name, shape, length, checksum, start. Where its bytes run
+    /// is [`Self::validate_layout`]'s, since that needs every tensor at once.
+    fn validate_tensor(&self, t: &TensorEntry) -> Result<()> {
         let what = format!("tensor `{}`", t.name);
         if t.name.is_empty() || t.name.len() > 1024 {
             return Err(package_err(format!(
                 "{what}: a tensor name must be 1 to 1024 bytes"
             )));
         }
-        let shard = self.shards.get(t.shard).ok_or_else(|| {
-            package_err(format!(
+        if t.shard >= self.shards.len() {
+            return Err(package_err(format!(
                 "{what}: shard index {} is out of range (the manifest lists {} shards)",
                 t.shard,
                 self.shards.len()
-            ))
-        })?;
+            )));
+        }
         t.encoding.check_shape(&t.name, &t.shape)?;
         let expected = t.encoding.byte_length(&t.shape).ok_or_else(|| {
             package_err(format!(
@@ -412,10 +413,10 @@ impl Manifest {
                 t.shape
             ))
         })?;
-        if expected > MAX_SHARD_BYTES as u64 {
+        if expected > MAX_TENSOR_BYTES {
             return Err(package_err(format!(
-                "{what}: shape {:?} needs {expected} bytes, above the {MAX_SHARD_BYTES}-byte \
-                 shard limit; refusing before allocating",
+                "{what}: shape {:?} needs {expected} bytes, above the {MAX_TENSOR_BYTES}-byte \
+                 tensor limit (half of wasm32's 4 GiB memory); refusing before allocating",
                 t.shape
             )));
         }
@@ -432,12 +433,6 @@ impl Manifest {
                 t.offset
             )));
         }
-        match t.offset.checked_add(t.length) {
-            Some(end) if end <= shard.bytes => Ok(end),
-            _ => Err(package_err(format!(
-                "{what}: offset {} + length {} lies beyond the end of shard {} (`{}`, {} bytes)",
-                t.offset, t.length, t.shard, shard.file, shard.bytes
-            ))),
-        }
+        Ok(())
     }
 }

@@ -1,12 +1,15 @@
-//! The quantized package: `manifest.json` + `tokenizer.json` + shards of at most 64 MiB.
+//! The quantized package: `manifest.json` + `tokenizer.json` + shards of at most 64 MiB; a
+//! tensor larger than that runs on across consecutive shards (`layout.rs`).
 //!
 //! The manifest and the streaming reader are target-independent, because the web page loads
 //! packages through them chunk by chunk as `fetch` delivers bytes. Writing, and reading a whole
 //! directory, are native helpers over the same reader, so both paths verify the same way.
 
 pub mod codec;
+pub mod decoder;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod extra;
+pub mod layout;
 pub mod manifest;
 pub mod stream;
 #[cfg(not(target_arch = "wasm32"))]
@@ -15,9 +18,10 @@ pub mod writer;
 pub use codec::{LoadedTensor, PackageTensor, TensorData};
 #[cfg(not(target_arch = "wasm32"))]
 pub use extra::{read_model_file, write_model_file};
+pub use layout::TensorPart;
 pub use manifest::{
     Encoding, FileEntry, FloatDtype, Manifest, QuantEncoding, ShardEntry, TensorEntry,
-    MANIFEST_FILE, MAX_SHARD_BYTES,
+    MANIFEST_FILE, MAX_SHARD_BYTES, MAX_TENSOR_BYTES,
 };
 pub use stream::{Progress, StreamReader};
 #[cfg(not(target_arch = "wasm32"))]
@@ -83,7 +87,9 @@ mod dir {
     }
 
     /// Stream every shard of the package in `dir` through the [`StreamReader`], handing each
-    /// tensor to `on_tensor` as soon as it is verified (shard order, offset order within one).
+    /// tensor to `on_tensor` as soon as it is verified (in the order their last bytes lie:
+    /// shard order, offset order within one). Shards go in index order, which a tensor that
+    /// spans several needs.
     pub fn stream_package_dir(
         dir: &Path,
         manifest: &Manifest,

@@ -1,14 +1,22 @@
 //! Reading shards as byte streams, the way a web page receives them from `fetch`.
 //!
 //! A browser tab cannot afford a 64 MiB shard plus the tensors decoded from it, so the reader
-//! holds only the bytes of the tensor currently being assembled (per shard), hashes as bytes
-//! arrive, and hands each tensor over as soon as its last byte is in and its sha256 matches.
-//! Chunk boundaries are arbitrary: a tensor may arrive in a thousand pieces or share a chunk
-//! with ten others.
+//! holds only the tensors currently being assembled, decodes and hashes bytes as they arrive,
+//! and hands each tensor over as soon as its last byte is in and its sha256 matches. Chunk
+//! boundaries are arbitrary: a tensor may arrive in a thousand pieces or share a chunk with
+//! ten others. A tensor that runs on across shards (manifest version 2, [`super::layout`])
+//! stays open from its first part to its last, so its sha256 covers all of it; its shards must
+//! arrive in order, which the page and `stream_package_dir` do anyway. Shards that no tensor
+//! spans may come in any order.
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 
 use sha2::{Digest, Sha256};
 
-use super::codec::{decode_tensor, LoadedTensor};
+use super::codec::LoadedTensor;
+use super::decoder::TensorDecoder;
+use super::layout::TensorPart;
 use super::manifest::{parse_sha256, Manifest, TensorEntry};
 use crate::error::{Error, Result};
 
@@ -21,16 +29,44 @@ pub struct Progress {
     pub tensors_total: usize,
 }
 
-/// Assembles and verifies tensors from shard bytes pushed in any chunking, shards in any order.
+/// Assembles and verifies tensors from shard bytes pushed in any chunking.
 pub struct StreamReader {
     shards: Vec<ShardStream>,
+    /// Every tensor of the manifest, by manifest index.
+    tensors: Vec<Planned>,
+    /// Tensors with some but not all bytes in, by manifest index: the one each shard is in the
+    /// middle of, and a spanning tensor waiting for its next shard.
+    open: HashMap<usize, Assembly>,
     progress: Progress,
 }
 
 struct Planned {
     entry: TensorEntry,
     sha256: [u8; 32],
-    end: u64,
+    /// The shards its parts lie in, first and last (equal unless it spans).
+    first_shard: usize,
+    last_shard: usize,
+}
+
+impl Planned {
+    fn spans(&self) -> bool {
+        self.first_shard != self.last_shard
+    }
+}
+
+/// A tensor being received: its values so far and the hash of its bytes so far.
+struct Assembly {
+    decoder: TensorDecoder,
+    hasher: Sha256,
+}
+
+/// One part of a tensor, as a shard's plan lists it.
+#[derive(Clone, Copy)]
+struct Piece {
+    tensor: usize,
+    part: TensorPart,
+    /// Whether the tensor's last byte is this part's last byte.
+    last: bool,
 }
 
 struct ShardStream {
@@ -41,11 +77,9 @@ struct ShardStream {
     hasher: Sha256,
     /// Bytes of this shard received so far.
     pos: u64,
-    /// This shard's tensors by offset; `next` is the one being assembled.
-    plan: Vec<Planned>,
+    /// This shard's tensor parts by offset; `next` is the one being received.
+    plan: Vec<Piece>,
     next: usize,
-    buf: Vec<u8>,
-    tensor_hasher: Sha256,
     finished: bool,
     /// Set by an error, after which this shard's state is meaningless.
     failed: bool,
@@ -59,12 +93,33 @@ fn take_front<'a>(data: &mut &'a [u8], n: u64) -> &'a [u8] {
     head
 }
 
+/// What the reader shares between shards: the tensor list and the open assemblies.
+struct Shared<'a> {
+    tensors: &'a [Planned],
+    open: &'a mut HashMap<usize, Assembly>,
+}
+
+fn shard_at(shards: &mut [ShardStream], shard: usize) -> Result<&mut ShardStream> {
+    let n = shards.len();
+    shards.get_mut(shard).ok_or_else(|| {
+        Error::Package(format!(
+            "shard index {shard} is out of range (the manifest lists {n} shards)"
+        ))
+    })
+}
+
+fn planned(tensors: &[Planned], i: usize) -> Result<&Planned> {
+    tensors
+        .get(i)
+        .ok_or_else(|| Error::Package(format!("no tensor with index {i} in the manifest")))
+}
+
 impl ShardStream {
     fn what(&self) -> String {
         format!("shard {} (`{}`)", self.index, self.file)
     }
 
-    fn push(&mut self, chunk: &[u8]) -> Result<Vec<LoadedTensor>> {
+    fn push(&mut self, chunk: &[u8], sh: Shared) -> Result<Vec<LoadedTensor>> {
         if self.finished || self.failed {
             let why = if self.failed {
                 "an earlier error stopped it; restart its download"
@@ -87,65 +142,121 @@ impl ShardStream {
             )));
         }
         self.hasher.update(chunk);
-        let res = self.consume(chunk);
+        let res = self.consume(chunk, sh);
         if res.is_err() {
             self.failed = true;
         }
         res
     }
 
-    fn consume(&mut self, mut data: &[u8]) -> Result<Vec<LoadedTensor>> {
+    fn consume(&mut self, mut data: &[u8], sh: Shared) -> Result<Vec<LoadedTensor>> {
         let mut out = Vec::new();
         while !data.is_empty() {
-            let Some(t) = self.plan.get(self.next) else {
+            let Some(&piece) = self.plan.get(self.next) else {
                 // Trailing bytes after the last tensor: covered by the shard's sha256 only.
                 self.pos += data.len() as u64;
                 break;
             };
-            if self.pos < t.entry.offset {
+            let p = piece.part;
+            if self.pos < p.offset {
                 // Alignment padding between tensors.
-                self.pos += take_front(&mut data, t.entry.offset - self.pos).len() as u64;
+                self.pos += take_front(&mut data, p.offset - self.pos).len() as u64;
                 continue;
             }
-            let (end, length) = (t.end, t.entry.length);
-            let head = take_front(&mut data, end - self.pos);
-            if self.buf.capacity() == 0 {
-                // `length` passed the shard-size cap in `Manifest::validate`.
-                self.buf.reserve_exact(usize::try_from(length).unwrap_or(0));
+            let t = planned(sh.tensors, piece.tensor)?;
+            let asm = match sh.open.entry(piece.tensor) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) if p.at == 0 => e.insert(Assembly {
+                    decoder: TensorDecoder::new(&t.entry)?,
+                    hasher: Sha256::new(),
+                }),
+                Entry::Vacant(_) => return Err(self.out_of_order(t, p, 0)),
+            };
+            // The bytes before this point of the tensor must all be in: they came from this
+            // shard or, for a part that continues a run, from the shards before it.
+            let have = asm.decoder.received();
+            if have != p.at + (self.pos - p.offset) {
+                return Err(self.out_of_order(t, p, have));
             }
-            self.buf.extend_from_slice(head);
-            self.tensor_hasher.update(head);
+            let head = take_front(&mut data, p.end() - self.pos);
+            asm.hasher.update(head);
+            asm.decoder.push(head)?;
             self.pos += head.len() as u64;
-            if self.pos == end {
-                out.push(self.complete_tensor()?);
+            if self.pos == p.end() {
+                self.next += 1;
+                if piece.last {
+                    if let Some(done) = sh.open.remove(&piece.tensor) {
+                        out.push(self.complete(t, done)?);
+                    }
+                }
             }
         }
         Ok(out)
     }
 
-    fn complete_tensor(&mut self) -> Result<LoadedTensor> {
-        let bytes = std::mem::take(&mut self.buf);
-        let digest = self.tensor_hasher.finalize_reset();
-        let what = self.what();
-        let t = self
-            .plan
-            .get(self.next)
-            .ok_or_else(|| Error::Package(format!("{what}: no tensor is being assembled")))?;
+    fn out_of_order(&self, t: &Planned, p: TensorPart, have: u64) -> Error {
+        Error::Package(format!(
+            "{}: holds bytes {}.. of tensor `{}`, which runs on from shard {}, but only {have} \
+             of the bytes before them have arrived; push (and finish) shard {} completely \
+             first: the shards of a tensor that spans them must arrive in order",
+            self.what(),
+            p.at,
+            t.entry.name,
+            t.first_shard,
+            self.index.saturating_sub(1)
+        ))
+    }
+
+    fn complete(&self, t: &Planned, done: Assembly) -> Result<LoadedTensor> {
+        let digest = done.hasher.finalize();
         if digest.as_slice() != t.sha256 {
+            let whose = if t.spans() {
+                format!(
+                    "tensor `{}` (which spans shards {} to {}, ending in {})",
+                    t.entry.name,
+                    t.first_shard,
+                    t.last_shard,
+                    self.what()
+                )
+            } else {
+                format!("tensor `{}` in {}", t.entry.name, self.what())
+            };
+            let fix = if t.spans() {
+                "one of its shards is corrupt — re-download them"
+            } else {
+                "the shard is corrupt — re-download it"
+            };
             return Err(Error::Package(format!(
-                "tensor `{}` in {what}: sha256 is {}, the manifest says {}; \
-                 the shard is corrupt — re-download it",
-                t.entry.name,
+                "{whose}: sha256 is {}, the manifest says {}; {fix}",
                 hex::encode(digest),
                 hex::encode(t.sha256)
             )));
         }
-        let loaded = decode_tensor(&t.entry, &bytes)?;
-        self.next += 1;
-        Ok(loaded)
+        done.decoder.finish()
     }
 
-    fn finish(&mut self) -> Result<()> {
+    /// The tensors whose bytes this shard holds, for a checksum message (a few names).
+    fn holds(&self, tensors: &[Planned]) -> String {
+        const SHOWN: usize = 3;
+        let names: Vec<String> = self
+            .plan
+            .iter()
+            .take(SHOWN)
+            .filter_map(|p| tensors.get(p.tensor))
+            .map(|t| format!("`{}`", t.entry.name))
+            .collect();
+        let more = self.plan.len().saturating_sub(SHOWN);
+        match (names.is_empty(), more) {
+            (true, _) => String::new(),
+            (false, 0) => format!(" (it holds bytes of tensor {})", names.join(", ")),
+            (false, n) => format!(
+                " (it holds bytes of tensors {} and {n} more)",
+                names.join(", ")
+            ),
+        }
+    }
+
+    fn finish(&mut self, tensors: &[Planned]) -> Result<()> {
         if self.finished {
             return Ok(());
         }
@@ -161,17 +272,32 @@ impl ShardStream {
                 "{what} ended after {} of its {} bytes",
                 self.pos, self.bytes
             );
-            return Err(Error::Package(match self.plan.get(self.next) {
-                Some(t) => format!(
-                    "{head}: tensor `{}` is missing {} of its {} bytes \
-                     ({} of the shard's {} tensors incomplete); the download was cut short — \
-                     retry it",
-                    t.entry.name,
-                    t.end - self.pos.max(t.entry.offset),
-                    t.entry.length,
-                    self.plan.len() - self.next,
-                    self.plan.len()
-                ),
+            let cut = self
+                .plan
+                .get(self.next)
+                .and_then(|piece| Some((piece.part, tensors.get(piece.tensor)?)));
+            return Err(Error::Package(match cut {
+                Some((p, t)) => {
+                    let missing = p.end() - self.pos.max(p.offset);
+                    let short = if t.spans() {
+                        format!(
+                            "tensor `{}` (which spans shards {} to {}) is missing {missing} of \
+                             the {} bytes it has in this shard",
+                            t.entry.name, t.first_shard, t.last_shard, p.bytes
+                        )
+                    } else {
+                        format!(
+                            "tensor `{}` is missing {missing} of its {} bytes",
+                            t.entry.name, t.entry.length
+                        )
+                    };
+                    format!(
+                        "{head}: {short} ({} of the shard's {} tensors incomplete); the \
+                         download was cut short — retry it",
+                        self.plan.len() - self.next,
+                        self.plan.len()
+                    )
+                }
                 None => format!(
                     "{head}: {} trailing bytes are missing; the download was cut short — retry it",
                     self.bytes - self.pos
@@ -182,10 +308,11 @@ impl ShardStream {
         if digest.as_slice() != self.sha256 {
             self.failed = true;
             return Err(Error::Package(format!(
-                "{what}: sha256 is {}, the manifest says {}; the shard is corrupt \
+                "{what}: sha256 is {}, the manifest says {}{}; the shard is corrupt \
                  or from another export — re-download it",
                 hex::encode(digest),
-                hex::encode(self.sha256)
+                hex::encode(self.sha256),
+                self.holds(tensors)
             )));
         }
         self.finished = true;
@@ -212,30 +339,45 @@ impl StreamReader {
                     pos: 0,
                     plan: Vec::new(),
                     next: 0,
-                    buf: Vec::new(),
-                    tensor_hasher: Sha256::new(),
                     finished: false,
                     failed: false,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        for t in &manifest.tensors {
+        let mut tensors = Vec::with_capacity(manifest.tensors.len());
+        for (i, t) in manifest.tensors.iter().enumerate() {
             let what = format!("tensor `{}`", t.name);
-            let shard = shards.get_mut(t.shard).ok_or_else(|| {
-                Error::Package(format!("{what}: shard index {} is out of range", t.shard))
-            })?;
-            shard.plan.push(Planned {
+            // `validate` bounded the parts: all of them together are at most one per tensor
+            // plus one per shard.
+            let parts = manifest.tensor_parts(t)?;
+            let last_shard = parts.last().map_or(t.shard, |p| p.shard);
+            for (k, &part) in parts.iter().enumerate() {
+                let shard = shards.get_mut(part.shard).ok_or_else(|| {
+                    Error::Package(format!(
+                        "{what}: shard index {} is out of range",
+                        part.shard
+                    ))
+                })?;
+                shard.plan.push(Piece {
+                    tensor: i,
+                    part,
+                    last: k + 1 == parts.len(),
+                });
+            }
+            tensors.push(Planned {
                 entry: t.clone(),
                 sha256: parse_sha256(&what, &t.sha256)?,
-                // Checked in `validate`; saturating keeps this line panic-free regardless.
-                end: t.offset.saturating_add(t.length),
+                first_shard: t.shard,
+                last_shard,
             });
         }
         for s in &mut shards {
-            s.plan.sort_by_key(|p| p.entry.offset);
+            s.plan.sort_by_key(|p| p.part.offset);
         }
         Ok(Self {
             shards,
+            tensors,
+            open: HashMap::new(),
             progress: Progress {
                 bytes_received: 0,
                 bytes_total: manifest.total_bytes(),
@@ -248,45 +390,43 @@ impl StreamReader {
     /// Feed the next bytes of shard `shard` (an index into `manifest.shards`); returns the
     /// tensors these bytes completed, each verified against its sha256.
     pub fn push(&mut self, shard: usize, chunk: &[u8]) -> Result<Vec<LoadedTensor>> {
-        let n = self.shards.len();
-        let s = self.shards.get_mut(shard).ok_or_else(|| {
-            Error::Package(format!(
-                "shard index {shard} is out of range (the manifest lists {n} shards)"
-            ))
-        })?;
-        let out = s.push(chunk)?;
-        self.progress.bytes_received += chunk.len() as u64;
-        self.progress.tensors_loaded += out.len();
+        let Self {
+            shards,
+            tensors,
+            open,
+            progress,
+        } = self;
+        let out = shard_at(shards, shard)?.push(chunk, Shared { tensors, open })?;
+        progress.bytes_received += chunk.len() as u64;
+        progress.tensors_loaded += out.len();
         Ok(out)
     }
 
     /// Declare shard `shard` complete: errors if it ended early (naming the tensor cut short)
     /// or if the whole shard's sha256 differs from the manifest.
     pub fn finish_shard(&mut self, shard: usize) -> Result<()> {
-        let n = self.shards.len();
-        self.shards
-            .get_mut(shard)
-            .ok_or_else(|| {
-                Error::Package(format!(
-                    "shard index {shard} is out of range (the manifest lists {n} shards)"
-                ))
-            })?
-            .finish()
+        shard_at(&mut self.shards, shard)?.finish(&self.tensors)
     }
 
     /// Check every shard was received and finished, so no tensor is silently missing.
     pub fn finish(&self) -> Result<()> {
-        match self.shards.iter().find(|s| !s.finished) {
-            Some(s) => Err(Error::Package(format!(
+        if let Some(s) = self.shards.iter().find(|s| !s.finished) {
+            return Err(Error::Package(format!(
                 "{} was not received completely ({} of {} bytes); the package is incomplete",
                 s.what(),
                 s.pos,
                 s.bytes
+            )));
+        }
+        // Every shard finished means every part arrived; this only guards that reasoning.
+        match self.open.keys().next().and_then(|&i| self.tensors.get(i)) {
+            Some(t) => Err(Error::Package(format!(
+                "tensor `{}` was not received completely; the package is incomplete",
+                t.entry.name
             ))),
             None => Ok(()),
         }
     }
-
     /// Bytes of shard `shard` received so far: where a resumed download (an HTTP `Range`
     /// request) must start. `None` for an index out of range.
     pub fn shard_received(&self, shard: usize) -> Option<u64> {

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use super::codec::PackageTensor;
 use super::manifest::{
     FileEntry, Manifest, ShardEntry, TensorEntry, FORMAT, MANIFEST_FILE, MAX_SHARD_BYTES,
-    TENSOR_ALIGN, VERSION,
+    MAX_TENSOR_BYTES, TENSOR_ALIGN, VERSION, VERSION_SINGLE_SHARD,
 };
 use crate::error::{Error, Result};
 use crate::model::loader::TOKENIZER_FILE;
@@ -112,11 +112,12 @@ fn check_tensors(tensors: &[(String, PackageTensor)], max_shard_bytes: usize) ->
         let (shape, enc) = (t.shape(), t.encoding());
         enc.check_shape(name, &shape)?;
         match enc.byte_length(&shape) {
-            Some(n) if n <= max_shard_bytes as u64 => {}
+            Some(n) if n <= MAX_TENSOR_BYTES => {}
             n => {
                 return Err(Error::Invalid(format!(
-                    "tensor `{name}` {shape:?} takes {n:?} bytes, more than a shard may hold \
-                     ({max_shard_bytes}); split it or raise max_shard_bytes (at most {MAX_SHARD_BYTES})"
+                    "tensor `{name}` {shape:?} takes {n:?} bytes, more than a package tensor may \
+                     hold ({MAX_TENSOR_BYTES}: a reader in a wasm32 tab holds it whole); split \
+                     it into several tensors"
                 )))
             }
         }
@@ -125,8 +126,12 @@ fn check_tensors(tensors: &[(String, PackageTensor)], max_shard_bytes: usize) ->
 }
 
 /// Write a package into `dir` (created if needed) and return its manifest. Tensors are laid
-/// out in the given order, each 4-byte aligned, a new shard started whenever the next tensor
-/// would push the current one past `max_shard_bytes`.
+/// out in the given order, each 4-byte aligned. A tensor that fits in a shard never straddles
+/// two: a new shard is started whenever it would push the current one past `max_shard_bytes`.
+/// A tensor larger than that runs on from the room left in the current shard through as many
+/// full shards as it needs (manifest version 2, see `layout.rs`); the next tensor follows it in
+/// its last shard. A package in which nothing spans is written as version 1, byte for byte
+/// what earlier builds wrote.
 pub fn write_package(
     dir: &Path,
     config: &serde_json::Value,
@@ -155,16 +160,20 @@ pub fn write_package(
         sha256: hex::encode(Sha256::digest(tokenizer_json)),
     };
 
+    let max = max_shard_bytes as u64;
     let mut shards = Vec::new();
     let mut entries = Vec::with_capacity(tensors.len());
     let mut open: Option<OpenShard> = None;
+    let mut spans = false;
     for (name, t) in tensors {
         let (shape, encoding) = (t.shape(), t.encoding());
         let bytes = t.to_bytes(&name)?;
         drop(t);
         let length = bytes.len() as u64;
         let mut shard = match open.take() {
-            Some(s) if s.len.next_multiple_of(TENSOR_ALIGN) + length <= max_shard_bytes as u64 => s,
+            Some(s) if s.len.next_multiple_of(TENSOR_ALIGN) + length <= max => s,
+            // Larger than any shard: it starts in whatever room the current one has left.
+            Some(s) if length > max && s.len.next_multiple_of(TENSOR_ALIGN) < max => s,
             Some(s) => {
                 shards.push(s.close()?);
                 OpenShard::create(dir, shards.len())?
@@ -175,12 +184,25 @@ pub fn write_package(
         let pad = [0u8; TENSOR_ALIGN as usize];
         let pad_len = usize::try_from(offset - shard.len).unwrap_or(0);
         shard.append(pad.get(..pad_len).unwrap_or_default())?;
-        shard.append(&bytes)?;
+        let start = shards.len();
+        let mut rest = bytes.as_slice();
+        loop {
+            let room = usize::try_from(max.saturating_sub(shard.len)).unwrap_or(usize::MAX);
+            let (head, tail) = rest.split_at(room.min(rest.len()));
+            shard.append(head)?;
+            rest = tail;
+            if rest.is_empty() {
+                break;
+            }
+            spans = true;
+            shards.push(shard.close()?);
+            shard = OpenShard::create(dir, shards.len())?;
+        }
         entries.push(TensorEntry {
             name,
             shape,
             encoding,
-            shard: shards.len(),
+            shard: start,
             offset,
             length,
             sha256: hex::encode(Sha256::digest(&bytes)),
@@ -193,7 +215,7 @@ pub fn write_package(
 
     let manifest = Manifest {
         format: FORMAT.into(),
-        version: VERSION,
+        version: if spans { VERSION } else { VERSION_SINGLE_SHARD },
         config: config.clone(),
         tokenizer,
         shards,
