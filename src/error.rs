@@ -69,8 +69,6 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// A quantized package (`manifest.json` plus shards) is malformed, inconsistent or corrupt.
-    /// The message names the tensor or shard and the fix (usually: re-export or re-download).
     /// A chat template that does not parse or render (it comes from the checkpoint).
     #[error("chat template: {0}")]
     ChatTemplate(String),
@@ -79,6 +77,8 @@ pub enum Error {
     #[error("convert `{path}`: {msg}")]
     Convert { path: String, msg: String },
 
+    /// A quantized package (`manifest.json` plus shards) is malformed, inconsistent or corrupt.
+    /// The message names the tensor or shard and the fix (usually: re-export or re-download).
     #[error("package: {0}")]
     Package(String),
 
@@ -87,7 +87,7 @@ pub enum Error {
     #[error("golden file `{file}`: {msg}")]
     Golden { file: String, msg: String },
 
-    /// A valid request this build cannot do for this architecture yet (MBQ on Qwen2-VL); the
+    /// A valid request this build cannot do for this architecture yet (`--vision` on Qwen2-VL); the
     /// message says what is supported instead.
     #[error("{what} is not supported for {arch} models yet; {instead}")]
     Unsupported {
