@@ -223,6 +223,14 @@ impl<B: Backend> AnySink<B> {
         }
     }
 
+    /// Whether the model asks for tensor `name`.
+    pub fn wants(&self, name: &str) -> bool {
+        match self {
+            AnySink::Idefics3(s) => s.wants(name),
+            AnySink::Qwen2Vl(s) => s.wants(name),
+        }
+    }
+
     /// Tensors on the backend so far, and their bytes as the package encoded them.
     pub fn uploaded(&self) -> (usize, u64) {
         match self {

@@ -16,6 +16,8 @@ pub mod params;
 pub mod prompt;
 pub mod qwen2vl;
 pub mod resample;
+pub mod safetensors_stream;
+pub mod streamed_folder;
 pub mod text_gen;
 pub mod tokenizer;
 pub mod weights;

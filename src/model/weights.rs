@@ -177,6 +177,11 @@ impl<B: Backend, M: ModelDefinition> WeightSink<B, M> {
         &self.cfg
     }
 
+    /// Whether the model asks for tensor `name` (a checkpoint may hold others it ignores).
+    pub fn wants(&self, name: &str) -> bool {
+        self.plan.get(name).is_some()
+    }
+
     /// Tensors the model asks for.
     pub fn expected(&self) -> usize {
         self.plan.len()

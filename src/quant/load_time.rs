@@ -191,33 +191,43 @@ impl HqqStage {
         })
     }
 
-    /// For the package `manifest` describes, whichever family it holds: Idefics3's decoder
-    /// linears by their names, Qwen2-VL's by [`crate::model::qwen2vl::loader::is_language_linear`]
-    /// (checked to be all seven of every layer, so a renamed layout cannot pass
-    /// half-quantized).
+    /// For the package `manifest` describes, whichever family it holds (see
+    /// [`HqqStage::for_model`]).
     pub fn for_manifest(
         manifest: &crate::package::Manifest,
         spec: QuantSpec,
         opts: HqqOptions,
     ) -> Result<Self> {
+        let names: Vec<String> = manifest.tensors.iter().map(|t| t.name.clone()).collect();
+        Self::for_model(&manifest.config.to_string(), &names, spec, opts)
+    }
+
+    /// For a source of the model `config` (its `config.json` text) holding the tensors
+    /// `names`: Idefics3's decoder linears by their names, Qwen2-VL's by
+    /// [`crate::model::qwen2vl::loader::is_language_linear`] (checked to be all seven of every
+    /// layer, so a renamed layout cannot pass half-quantized).
+    pub fn for_model(
+        config: &str,
+        names: &[String],
+        spec: QuantSpec,
+        opts: HqqOptions,
+    ) -> Result<Self> {
         use crate::model::arch::Architecture;
         use crate::model::qwen2vl::{loader, Qwen2VlConfig};
-        let text = manifest.config.to_string();
-        match Architecture::from_config_json(&text)? {
-            Architecture::Idefics3 => Self::new(&Idefics3Config::from_json(&text)?, spec, opts),
+        match Architecture::from_config_json(config)? {
+            Architecture::Idefics3 => Self::new(&Idefics3Config::from_json(config)?, spec, opts),
             Architecture::Qwen2Vl => {
                 spec.validate()?;
-                let cfg = Qwen2VlConfig::from_json(&text)?;
-                let targets: BTreeSet<String> = manifest
-                    .tensors
+                let cfg = Qwen2VlConfig::from_json(config)?;
+                let targets: BTreeSet<String> = names
                     .iter()
-                    .map(|t| t.name.clone())
                     .filter(|n| loader::is_language_linear(n))
+                    .cloned()
                     .collect();
                 let want = loader::language_linear_count(&cfg);
                 if targets.len() != want {
                     return Err(Error::Package(format!(
-                        "the package has {} language-model linears, expected {want}",
+                        "the model has {} language-model linears, expected {want}",
                         targets.len()
                     )));
                 }
