@@ -21,6 +21,8 @@ pub mod web;
 #[cfg(target_arch = "wasm32")]
 pub mod web_bench;
 #[cfg(target_arch = "wasm32")]
+pub mod web_folder;
+#[cfg(target_arch = "wasm32")]
 pub mod web_stream;
 #[cfg(target_arch = "wasm32")]
 pub mod web_text;

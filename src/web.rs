@@ -185,7 +185,7 @@ impl Engine {
         }
     }
 
-    fn from_built(built: Built) -> Engine {
+    pub(crate) fn from_built(built: Built) -> Engine {
         match built {
             Built::Cpu(v) => Engine::Cpu(v),
             Built::Gpu(vqa, adapter) => Engine::Gpu(GpuModel { vqa, adapter }),
@@ -392,59 +392,7 @@ impl RelVqa {
         Ok(m)
     }
 
-    /// An f16 model directory's files quantized here with HQQ to `bits` (8, 4, 3 or 2; group
-    /// 64): a bit width with no package, at the cost of a few seconds in the tab. Each linear
-    /// goes to the backend as soon as it is quantized, and its host copy is dropped.
-    /// `progress(done, total)` is called after each quantized layer. Confidence comes from
-    /// the f16 model's Selector and thresholds (the report's robustness mode), since no
-    /// Selector was trained on this model.
-    #[wasm_bindgen(js_name = loadQuantized)]
-    #[allow(clippy::too_many_arguments)]
-    pub async fn load_quantized(
-        config: Vec<u8>,
-        tokenizer: Vec<u8>,
-        weights: Vec<u8>,
-        selector: Option<Vec<u8>>,
-        calibration: Option<Vec<u8>>,
-        bits: u32,
-        backend: Option<String>,
-        progress: Option<js_sys::Function>,
-        preprocessor: Option<Vec<u8>>,
-    ) -> std::result::Result<RelVqa, JsError> {
-        let t = performance_now();
-        let spec = crate::quant::QuantSpec::new(bits, 64).map_err(js_err)?;
-        let opts = crate::quant::hqq::HqqOptions::default();
-        let report = |done: usize, total: usize| {
-            if let Some(f) = &progress {
-                // A failing progress callback must not fail the load.
-                let _ = f.call2(
-                    &JsValue::NULL,
-                    &(done as u32).into(),
-                    &(total as u32).into(),
-                );
-            }
-        };
-        let files = ModelFiles {
-            config: &config,
-            tokenizer: &tokenizer,
-            weights: &weights,
-            tokenizer_config: None,
-            chat_template: None,
-            preprocessor: preprocessor.as_deref(),
-        };
-        let choice = Choice::parse(backend.as_deref()).map_err(js_err)?;
-        let (engine, fallback) = Engine::open(
-            choice,
-            |b| AnyVqa::from_files_hqq(b, &files, spec, &opts, report),
-            |b| AnyVqa::from_files_hqq(b, &files, spec, &opts, report),
-        )
-        .await
-        .map_err(js_err)?;
-        drop(weights);
-        Self::finish(engine, fallback, selector, calibration, t)
-    }
-
-    fn finish(
+    pub(crate) fn finish(
         engine: Engine,
         fallback: Option<String>,
         selector: Option<Vec<u8>>,

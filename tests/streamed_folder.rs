@@ -142,9 +142,8 @@ fn the_shipped_f16_model_streams_and_quantizes_with_hqq_as_it_arrives() {
     // HQQ in the stream packs exactly what load-time HQQ of the whole file packs.
     let spec = QuantSpec::new(4, 64).expect("spec");
     let opts = HqqOptions::default();
-    let whole4 =
-        AnyVqa::from_files_hqq(CpuBackend::new(), &folder.files(), spec, &opts, |_, _| {})
-            .expect("whole hqq");
+    let whole4 = AnyVqa::from_files_hqq(CpuBackend::new(), &folder.files(), spec, &opts, |_, _| {})
+        .expect("whole hqq");
     let streamed4 = folder
         .streamed(65_537, Some((spec, opts)))
         .expect("streamed hqq");
@@ -171,7 +170,10 @@ fn bad_files_are_clear_errors() {
     let w = &folder.weights;
     // Cut inside a tensor, inside the header, and before the header's length.
     let e = err(w[..w.len() - 10].to_vec());
-    assert!(e.contains("ended after") && e.contains("inside tensor"), "{e}");
+    assert!(
+        e.contains("ended after") && e.contains("inside tensor"),
+        "{e}"
+    );
     assert!(err(w[..20].to_vec()).contains("inside its header"));
     assert!(err(w[..3].to_vec()).contains("inside its header"));
     // More bytes than the header describes.

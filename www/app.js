@@ -295,7 +295,6 @@ const STAGES = {
   resume: 'Connection lost, resuming',
   upload: 'Building the model from the uploaded weights',
   compile: 'Compiling the WebGPU pipelines (a one-token warm-up answer)',
-  quantize: 'Quantizing with HQQ in this tab',
 };
 let loadStart = 0;
 
@@ -318,12 +317,8 @@ function showProgress(m) {
     const secs = Math.max(1e-3, (performance.now() - loadStart) / 1000);
     text += ` ${formatBytes(m.loaded)} of ${formatBytes(m.total)} from the `
       + `${m.source === 'cache' ? 'browser cache' : 'network'} (${formatBytes(m.loaded / secs)}/s)`;
-    if (m.tensors) text += `, ${m.tensors.uploaded} of ${m.tensors.total} tensors on the backend`;
+    if (m.tensors) text += `, ${m.tensors.uploaded}${m.tensors.total ? ` of ${m.tensors.total}` : ''} tensors on the backend`;
     if (m.tensors?.quantizeTotal) text += ` (${m.tensors.quantized} of ${m.tensors.quantizeTotal} linears quantized)`;
-  } else if (m.stage === 'download' && m.total > 0) {
-    text += ` (${m.loaded}/${m.total} files)`;
-  } else if (m.stage === 'quantize' && m.total > 0) {
-    text += ` (${m.loaded}/${m.total} layers)`;
   } else if (m.stage === 'resume') {
     text += ` ${m.file} from byte ${m.loaded}`;
   }

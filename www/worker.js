@@ -1,10 +1,10 @@
 // The Web Worker that owns the model: the page never blocks on inference.
 // Messages in:  {type: 'load', base, kind, from, backend, bits, urls}  kind 'url' (a package if
 //                 base has a manifest.json, else a directory; `urls`: a picked folder's files
-//                 as blob: URLs), 'dir' (config.json +
-//                 model.safetensors), 'package' (manifest.json + shards) or 'browser-hqq'
-//                 (the f16 model quantized here with HQQ to `bits`: a package, each linear
-//                 quantized as it arrives, when `from` is 'package'; else the directory)
+//                 as blob: URLs), 'dir' (config.json + model.safetensors, streamed tensor
+//                 by tensor), 'package' (manifest.json + shards) or 'browser-hqq' (the f16
+//                 model quantized here with HQQ to `bits`, each linear as it arrives: a
+//                 package when `from` is 'package', else the directory)
 //               {type: 'ask', id, image, question, risk}
 //               {type: 'generate', id, prompt, maxNewTokens, raw}  (the language model alone,
 //                 through the checkpoint's chat template unless `raw`)
@@ -14,12 +14,12 @@
 // Messages out: {type: 'progress', stage, loaded, total, file, source, tensors}
 //                 stage: 'init' (WebAssembly), 'download' (bytes, from 'network' or 'cache';
 //                 each tensor is verified and put on the backend as its bytes arrive:
-//                 `tensors` = {uploaded, total}), 'verify' (whole-shard sha256, tokenizer and
+//                 `tensors` = {uploaded, total, quantized, quantizeTotal}; a folder's
+//                 model.safetensors has no `total`), 'verify' (whole-shard sha256, tokenizer and
 //                 Selector files), 'upload' (the model assembled from the weights on the
 //                 backend), 'compile' (WebGPU pipelines, by a one-token warm-up answer), 'resume' (a
-//                 cut download continues with a Range request), 'quantize' (HQQ in this tab
-//                 on the f16 directory: loaded/total layers; on the f16 package the 'download'
-//                 progress counts the linears quantized, `tensors.quantized`)
+//                 cut download continues with a Range request); HQQ in this tab shows in
+//                 'download' as `tensors.quantized` of `tensors.quantizeTotal`
 //               {type: 'ready', backend, adapter, fallback, timings_ms, stats}
 //                 stats: {network, cache}: shard bytes from each source; wasmMemory: bytes
 //                 of wasm linear memory once loaded (its peak: it never shrinks),
@@ -30,26 +30,30 @@
 //               {type: 'self-test', id, report}
 //               {type: 'error', id?, message}
 import init, {
-  RelVqa, PackageLoader, gpuSelfTest, cpuKernelSelfTest, wasmMemoryBytes,
+  RelVqa, PackageLoader, FolderLoader, gpuSelfTest, cpuKernelSelfTest, wasmMemoryBytes,
 } from './pkg/relvqa.js';
 import { fetchBytes, streamPackage, GpuFailed } from './package-stream.js';
 
-const REQUIRED = ['config.json', 'tokenizer.json', 'model.safetensors'];
+// A folder's small files, fetched first; its weights stream afterwards (loadFolder).
+const REQUIRED = ['config.json', 'tokenizer.json'];
+const WEIGHTS = 'model.safetensors';
 // The image processor's settings: a SmolVLM that tiles images, Qwen2-VL's pixel limits.
 const OPTIONAL = ['selector.safetensors', 'calibration.json', 'preprocessor_config.json'];
 // The chat template `generate` renders prompts with (either file may hold it).
 const CHAT = ['tokenizer_config.json', 'chat_template.json'];
+const PROGRESS_EVERY_MS = 50;
+// Each push copies its bytes into wasm memory, which never shrinks (see package-stream.js).
+const PUSH_BYTES = 256 * 1024;
 
 let model = null;
 /** The last load message: a WebGPU failure after it loads the same model on the CPU. */
 let loaded = null;
 let loadTimings = {};
 
-/** A model folder's files: fetched from `base`, or from blob: URLs of a folder picked on disk. */
+/** A model folder's small files: fetched from `base`, or from blob: URLs of a folder picked on disk. */
 async function fetchDir(base, urls) {
   const names = [...REQUIRED, ...OPTIONAL, ...CHAT];
   const files = {};
-  let done = 0;
   await Promise.all(names.map(async (name) => {
     if (urls && !urls[name]) {
       if (REQUIRED.includes(name)) throw new Error(`the folder ${base} has no ${name}`);
@@ -57,38 +61,75 @@ async function fetchDir(base, urls) {
     } else {
       files[name] = await fetchBytes(urls ? urls[name] : `${base}/${name}`, REQUIRED.includes(name));
     }
-    done += 1;
-    postMessage({ type: 'progress', stage: 'download', loaded: done, total: names.length, file: name });
   }));
   return files;
 }
 
-/** A directory's chat template (if it has one) goes to the model for `generate`. */
-function withChat(m, files) {
-  m.setChatTemplate(files['tokenizer_config.json'], files['chat_template.json']);
-  return m;
+/**
+ * `model.safetensors` pushed into `loader` as `fetch` delivers it: each tensor is decoded
+ * and put on the backend (quantized first with `bits`) the moment its last byte arrives, so
+ * the tab never holds the file whole.
+ */
+async function streamWeights(loader, url) {
+  const r = await fetch(url);
+  if (!r.ok) throw new Error(`cannot fetch ${url}: HTTP ${r.status}`);
+  const reader = r.body.getReader();
+  let last = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    for (let o = 0; o < value.length; o += PUSH_BYTES) loader.push(value.subarray(o, o + PUSH_BYTES));
+    const now = performance.now();
+    if (now - last > PROGRESS_EVERY_MS) {
+      last = now;
+      const p = loader.progress();
+      postMessage({
+        type: 'progress', stage: 'download', loaded: p.bytesReceived, total: p.bytesTotal,
+        file: WEIGHTS, source: 'network',
+        tensors: {
+          uploaded: p.tensorsUploaded, quantized: p.quantized, quantizeTotal: p.quantizeTotal,
+        },
+      });
+    }
+  }
 }
 
-async function loadDir({ base, urls }, backend) {
+/**
+ * A Hugging Face style folder (config.json, tokenizer.json, model.safetensors): the small
+ * files, then the weights streamed onto `backend` (src/web_folder.rs); with `bits`, each of
+ * the language model's linears is quantized with HQQ as it arrives. A GPU failure while
+ * uploading restarts the load on the CPU, fetching the weights again.
+ */
+async function loadFolder({ base, urls, bits }, backend) {
   const files = await fetchDir(base, urls);
-  postMessage({ type: 'progress', stage: 'upload', loaded: 0, total: 0 });
-  return withChat(await RelVqa.load(
-    files['config.json'], files['tokenizer.json'], files['model.safetensors'],
-    files['selector.safetensors'], files['calibration.json'], backend,
-    files['preprocessor_config.json'],
-  ), files);
-}
-
-/** The f16 directory quantized in this tab with HQQ (src/quant/load_time.rs). */
-async function loadQuantizedDir({ base, bits, urls }, backend) {
-  const files = await fetchDir(base, urls);
-  postMessage({ type: 'progress', stage: 'quantize', loaded: 0, total: 0 });
-  return withChat(await RelVqa.loadQuantized(
-    files['config.json'], files['tokenizer.json'], files['model.safetensors'],
-    files['selector.safetensors'], files['calibration.json'], bits, backend,
-    (loaded, total) => postMessage({ type: 'progress', stage: 'quantize', loaded, total }),
-    files['preprocessor_config.json'],
-  ), files);
+  const url = urls ? urls[WEIGHTS] : `${base}/${WEIGHTS}`;
+  if (!url) throw new Error(`the folder ${base} has no ${WEIGHTS}`);
+  let loader = await FolderLoader.open(files['config.json'], backend, bits);
+  let fallback = null;
+  try {
+    try {
+      await streamWeights(loader, url);
+    } catch (err) {
+      const gpu = loader.gpuFailed;
+      if (!gpu) throw err;
+      fallback = gpu;
+      loader.free();
+      loader = await FolderLoader.open(files['config.json'], 'cpu', bits);
+      await streamWeights(loader, url);
+    }
+    postMessage({ type: 'progress', stage: 'upload', loaded: 0, total: 0 });
+    // loadFolder takes the loader over (and frees it), whatever the outcome.
+    const l = loader;
+    loader = null;
+    const m = await RelVqa.loadFolder(
+      l, files['tokenizer.json'], files['selector.safetensors'], files['calibration.json'],
+      files['tokenizer_config.json'], files['chat_template.json'], files['preprocessor_config.json'],
+    );
+    if (fallback) m.fallback = fallback;
+    return m;
+  } finally {
+    loader?.free();
+  }
 }
 
 /**
@@ -131,7 +172,7 @@ async function loadPackage({ base, bits, manifest: known }, backend, stats) {
 async function open(msg, backend, stats) {
   if (msg.kind === 'package') return loadPackage({ base: msg.base }, backend, stats);
   if (msg.kind === 'browser-hqq' && msg.from === 'package') return loadPackage(msg, backend, stats);
-  if (msg.kind === 'browser-hqq') return loadQuantizedDir(msg, backend);
+  if (msg.kind === 'browser-hqq') return loadFolder(msg, backend);
   // A model named only by URL (the widget's `model` attribute, the page's "Another model"):
   // a package, which has a manifest, streams tensor by tensor; a plain Hugging Face directory
   // is fetched whole, and quantized here with HQQ when `bits` is set. A folder picked on disk
@@ -139,9 +180,8 @@ async function open(msg, backend, stats) {
   if (!msg.kind || msg.kind === 'url') {
     const manifest = msg.urls ? undefined : await fetchBytes(`${msg.base}/manifest.json`, false);
     if (manifest) return loadPackage({ base: msg.base, manifest }, backend, stats);
-    if (msg.bits) return loadQuantizedDir(msg, backend);
   }
-  return loadDir(msg, backend);
+  return loadFolder(msg, backend);
 }
 
 /** The `compile` stage: on WebGPU, one warm-up answer creates every pipeline. */

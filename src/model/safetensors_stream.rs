@@ -151,7 +151,10 @@ impl SafetensorsStream {
     }
 
     /// Tensors of no bytes next in the file complete at once.
-    fn deliver_empty(&mut self, on_tensor: &mut impl FnMut(LoadedTensor) -> Result<()>) -> Result<()> {
+    fn deliver_empty(
+        &mut self,
+        on_tensor: &mut impl FnMut(LoadedTensor) -> Result<()>,
+    ) -> Result<()> {
         while self.current.is_none()
             && self
                 .queue
@@ -172,7 +175,8 @@ impl SafetensorsStream {
         let mut used = 0;
         if self.head.len() < 8 {
             used = (8 - self.head.len()).min(chunk.len());
-            self.head.extend_from_slice(chunk.get(..used).unwrap_or_default());
+            self.head
+                .extend_from_slice(chunk.get(..used).unwrap_or_default());
             if self.head.len() < 8 {
                 return Ok(used);
             }
