@@ -7,12 +7,14 @@
 //! folder on the CPU).
 //!
 //! Bytes are copied straight into each tensor's final array, reserved once, so a tensor is
-//! never held twice. bf16 has no exact f16 form; it is widened to f32 when complete, as
-//! [`crate::model::params::SafetensorsParams`] does.
+//! never held twice. bf16 has no exact f16 form, so it is widened to f32 as
+//! [`crate::model::params::SafetensorsParams`] does, byte by byte on arrival (a bf16 value is
+//! the high half of its f32): a real Qwen2-VL-2B embedding then needs its f32 size (934 MB),
+//! not that plus its bf16 copy.
 
 use std::collections::VecDeque;
 
-use half::{bf16, f16};
+use half::f16;
 use safetensors::tensor::{Metadata, TensorInfo};
 use safetensors::Dtype;
 
@@ -34,15 +36,40 @@ struct Pending {
 enum Values {
     F16(Vec<f16>),
     F32(Vec<f32>),
-    Bf16(Vec<u16>),
+    /// bf16 values, already widened.
+    Bf16(Vec<f32>),
 }
 
 impl Values {
-    fn bytes_mut(&mut self) -> &mut [u8] {
+    /// The tensor's size in the file.
+    fn file_bytes(&self) -> usize {
         match self {
-            Values::F16(v) => bytemuck::cast_slice_mut(v),
-            Values::F32(v) => bytemuck::cast_slice_mut(v),
-            Values::Bf16(v) => bytemuck::cast_slice_mut(v),
+            Values::F16(v) => 2 * v.len(),
+            Values::F32(v) => 4 * v.len(),
+            Values::Bf16(v) => 2 * v.len(),
+        }
+    }
+
+    /// Write `src`, the file's bytes from tensor byte `at` on.
+    fn write(&mut self, at: usize, src: &[u8]) {
+        let copy = |dst: &mut [u8]| {
+            if let Some(d) = dst.get_mut(at..at + src.len()) {
+                d.copy_from_slice(src);
+            }
+        };
+        match self {
+            Values::F16(v) => copy(bytemuck::cast_slice_mut(v)),
+            Values::F32(v) => copy(bytemuck::cast_slice_mut(v)),
+            Values::Bf16(v) => {
+                // bf16 byte k is byte 2 + k % 2 of little-endian f32 number k / 2; the low
+                // two bytes stay zero.
+                let dst: &mut [u8] = bytemuck::cast_slice_mut(v);
+                for (k, b) in (at..).zip(src) {
+                    if let Some(d) = dst.get_mut(4 * (k / 2) + 2 + k % 2) {
+                        *d = *b;
+                    }
+                }
+            }
         }
     }
 }
@@ -131,18 +158,16 @@ impl SafetensorsStream {
                     self.data_len
                 )));
             };
-            let dst = p.values.bytes_mut();
-            let n = (dst.len() - p.filled).min(data.len());
-            if let (Some(d), Some(s)) = (dst.get_mut(p.filled..p.filled + n), data.get(..n)) {
-                d.copy_from_slice(s);
-            }
+            let len = p.values.file_bytes();
+            let n = (len - p.filled).min(data.len());
+            p.values.write(p.filled, data.get(..n).unwrap_or_default());
             p.filled += n;
-            let complete = p.filled == dst.len();
+            let complete = p.filled == len;
             self.received += n as u64;
             data = data.get(n..).unwrap_or_default();
             if complete {
                 if let Some(p) = self.current.take() {
-                    on_tensor(finish(&self.file, p)?)?;
+                    on_tensor(finish(p))?;
                 }
                 self.deliver_empty(&mut on_tensor)?;
             }
@@ -164,7 +189,7 @@ impl SafetensorsStream {
         {
             self.start_next()?;
             if let Some(p) = self.current.take() {
-                on_tensor(finish(&self.file, p)?)?;
+                on_tensor(finish(p))?;
             }
         }
         Ok(())
@@ -267,21 +292,15 @@ impl SafetensorsStream {
     }
 }
 
-fn finish(file: &str, p: Pending) -> Result<LoadedTensor> {
+fn finish(p: Pending) -> LoadedTensor {
     let data = match p.values {
         Values::F16(v) => TensorData::F16(v),
         Values::F32(v) => TensorData::F32(v),
-        Values::Bf16(v) => {
-            let mut out: Vec<f32> = zeroed(file, &p.name, v.len())?;
-            for (o, b) in out.iter_mut().zip(&v) {
-                *o = bf16::from_bits(*b).to_f32();
-            }
-            TensorData::F32(out)
-        }
+        Values::Bf16(v) => TensorData::F32(v),
     };
-    Ok(LoadedTensor {
+    LoadedTensor {
         name: p.name,
         shape: p.shape,
         data,
-    })
+    }
 }
